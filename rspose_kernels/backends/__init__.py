@@ -1,0 +1,22 @@
+"""Backends of the Rank & Sort core.
+
+Every backend module exposes the same two functions; `rspose_kernels.dispatch` is the only
+place that picks one.
+
+``is_available(device_type: str) -> bool``
+    Whether the backend can run on tensors of this device type ("cpu" or "cuda") here.
+
+``rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
+        -> (rank, sort, npos, grad)``
+    scores  [M, L] contiguous, float16 / bfloat16 / float32 / float64.
+    labels  [M, L] contiguous, the accumulation dtype of ``scores`` (float64 for float64
+            scores, float32 otherwise), same device.
+    delta   float >= 0 (``exact`` implies delta > 0); pos_thr float.
+    rank, sort  [M] in the accumulation dtype: the per-row ranking and sorting errors of
+            SPEC §2 (0 for an empty row).
+    npos    [M] int32, the number of positives of each row.
+    grad    [M, L] in the scores' dtype, the per-row gradient of rank_row + sort_row
+            (identity update, or the exact derivative when ``exact``), already divided by
+            |P|; an empty tensor of shape [0] when ``need_grad`` is False.
+Inputs are validated before a backend is called; backends check nothing.
+"""

@@ -1,0 +1,84 @@
+"""The one place that knows which backends exist and picks one for a call."""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import Callable
+
+import torch
+
+# name -> module under rspose_kernels.backends implementing the contract in backends/__init__.py
+_MODULES = {
+    "torch": "torch_ref",
+    "cpu": "native",
+    "cuda": "native",
+    "triton": "triton_kernels",
+}
+
+# What "auto" takes, best first, among the available ones. The GPU order is the one
+# bench/run.py measured fastest (see README, Performance).
+AUTO_ORDER = {
+    "cuda": ("cuda", "triton", "torch"),
+    "cpu": ("cpu", "torch"),
+}
+
+BACKEND_NAMES = ("auto",) + tuple(_MODULES)
+
+
+@lru_cache(maxsize=None)
+def _module(name: str):
+    try:
+        return importlib.import_module(f"rspose_kernels.backends.{_MODULES[name]}")
+    except ImportError:
+        # A backend whose dependency (triton, the compiled _C) is missing is simply absent.
+        return None
+
+
+def _device_type(device) -> str:
+    if isinstance(device, torch.Tensor):
+        device = device.device
+    return torch.device(device).type
+
+
+def available_backends(device="cpu") -> list[str]:
+    """Backends that can run on ``device`` ("cpu", "cuda" or a torch.device) here."""
+    dtype = _device_type(device)
+    names = []
+    for name in _MODULES:
+        mod = _module(name)
+        if mod is not None and mod.is_available(dtype) and _runs_on(name, dtype):
+            names.append(name)
+    return names
+
+
+def _runs_on(name: str, device_type: str) -> bool:
+    # "cpu" and "cuda" share one module; each name runs on its own device only.
+    if name == "cpu":
+        return device_type == "cpu"
+    if name == "cuda":
+        return device_type == "cuda"
+    return True
+
+
+def resolve_backend(backend: str, device) -> str:
+    """Turn ``backend`` (a name or "auto") into an available backend name, or raise."""
+    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
+        raise ValueError(
+            f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
+    dtype = _device_type(device)
+    avail = available_backends(dtype)
+    if backend == "auto":
+        for name in AUTO_ORDER.get(dtype, ("torch",)):
+            if name in avail:
+                return name
+        return "torch"
+    if backend not in avail:
+        raise RuntimeError(
+            f"backend: {backend!r} is not available for {dtype} tensors here; "
+            f"available: {avail} (see rspose_kernels.available_backends)")
+    return backend
+
+
+def backend_fn(name: str) -> Callable:
+    """The ``rank_sort_rows`` function of an available backend."""
+    return _module(name).rank_sort_rows
