@@ -109,3 +109,31 @@ def shape_case(name, *, regime="init", seed=0, dtype=torch.float32, device="cpu"
     if name == "simcc":
         return simcc_case(b, k, w, h, sigma, regime=regime, seed=seed, dtype=dtype, device=device)
     return heatmap_case(b, k, h, w, sigma, regime=regime, seed=seed, dtype=dtype, device=device)
+
+
+# Small random-row cases every backend's parity tests run (small enough for the Triton
+# interpreter): name -> random_rows keyword arguments.
+ROW_CASES = {
+    "plain": dict(m=5, l=37, pos_frac=0.3),
+    "ties": dict(m=4, l=29, ties=True, pos_frac=0.5),
+    "empty_and_full_rows": dict(m=6, l=17, empty_rows=2, all_pos_rows=2),
+    "single_element": dict(m=6, l=1, pos_frac=0.5),
+    "no_rows": dict(m=0, l=9),
+    "sparse_long": dict(m=2, l=300, pos_frac=0.05),
+}
+DELTAS = (0.0, 0.25, 0.5, 1.0)
+
+# Per-dtype tolerances (rtol, atol) against the float64 reference evaluated on the same
+# (rounded) scores: float32 is SPEC §4's bound; half types are limited by the gradient
+# being returned in their own precision.
+TOLERANCES = {
+    torch.float64: (1e-9, 1e-12),
+    torch.float32: (1e-4, 1e-6),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (5e-2, 1e-2),
+}
+
+
+def row_case(name, *, seed=0, dtype=torch.float32, device="cpu"):
+    kw = dict(ROW_CASES[name])
+    return random_rows(kw.pop("m"), kw.pop("l"), seed=seed, dtype=dtype, device=device, **kw)

@@ -1,0 +1,131 @@
+"""The public Rank & Sort losses: argument checks, rows, the op, the reduction."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import checks
+from .dispatch import resolve_backend
+from .ops import accumulation_dtype, rank_sort_rows
+
+# Defaults the paper does not state; ours (README, "Defaults").
+DEFAULT_DELTA = 0.5
+DEFAULT_POS_THR = 0.0
+SIMCC_POS_THR = math.exp(-4.5)  # a unit-peak Gaussian label is above this within 3σ
+
+
+class RankSortOutput(NamedTuple):
+    loss: Tensor   # rank + sort, reduced; carries the gradient
+    rank: Tensor   # reduced ranking error, detached (for logging)
+    sort: Tensor   # reduced sorting error, detached (for logging)
+
+
+def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = None,
+                   delta: float = DEFAULT_DELTA, pos_thr: float = DEFAULT_POS_THR,
+                   reduction: str = "mean", grad_mode: str = "identity",
+                   backend: str = "auto") -> RankSortOutput:
+    """Rank & Sort loss over the rows (last dim) of ``scores`` (SPEC §2).
+
+    scores: logits ``[..., L]``, any float dtype. labels: same shape, in [0, 1]; a label
+    above ``pos_thr`` makes a positive whose label is its localisation quality. weight:
+    per-row weights ≥ 0 broadcastable to ``scores.shape[:-1]``. A row with no positive is
+    empty: 0 loss, no gradient, left out of the mean. Returns ``RankSortOutput``; the loss is
+    float32 for half-precision scores (float64 for float64) and its gradient comes back in
+    the scores' dtype.
+    """
+    checks.tensor("scores", scores)
+    checks.tensor("labels", labels)
+    checks.same_shape("labels", labels, "scores", scores)
+    checks.same_device("labels", labels, "scores", scores)
+    if scores.shape[-1] < 1:
+        raise ValueError(f"scores: expected a last dimension of at least 1, "
+                         f"got shape {tuple(scores.shape)}")
+    checks.number("delta", delta, minimum=0)
+    checks.number("pos_thr", pos_thr)
+    checks.choice("reduction", reduction, checks.REDUCTIONS)
+    checks.choice("grad_mode", grad_mode, checks.GRAD_MODES)
+    if grad_mode == "exact" and delta == 0:
+        raise ValueError("delta: grad_mode='exact' needs delta > 0 (the hard step has no "
+                         "derivative)")
+    lead = scores.shape[:-1]
+    if weight is not None:
+        checks.row_weight("weight", weight, lead, scores)
+    name = resolve_backend(backend, scores.device)
+    checks.labels_in_unit_range("labels", labels)
+
+    acc = accumulation_dtype(scores.dtype)
+    length = scores.shape[-1]
+    rows = scores.reshape(-1, length).contiguous()
+    row_labels = labels.reshape(-1, length).to(acc).contiguous()
+    need_grad = torch.is_grad_enabled() and scores.requires_grad
+    loss_rows, rank_rows, sort_rows, npos, _ = rank_sort_rows(
+        rows, row_labels, float(delta), float(pos_thr), grad_mode == "exact", need_grad, name)
+    if weight is None:
+        w = torch.ones_like(loss_rows)
+    else:
+        w = weight.to(acc).broadcast_to(lead).reshape(-1)
+    return _reduce(loss_rows, rank_rows.detach(), sort_rows.detach(), npos, w, reduction, lead)
+
+
+def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead) -> RankSortOutput:
+    if reduction == "none":
+        return RankSortOutput(*((w * v).reshape(lead) for v in (loss_rows, rank_rows, sort_rows)))
+    sums = [(w * v).sum() for v in (loss_rows, rank_rows, sort_rows)]
+    if reduction == "sum":
+        return RankSortOutput(*sums)
+    # mean over valid rows (weight > 0 and not empty); 0, still in the graph, when none is.
+    valid_weight = torch.where((w > 0) & (npos > 0), w, torch.zeros_like(w)).sum()
+    denom = torch.where(valid_weight > 0, valid_weight, torch.ones_like(valid_weight))
+    return RankSortOutput(*(v / denom for v in sums))
+
+
+def _row_weight(target_weight, b, k, name):
+    """mmpose keeps target weights as [B, K] or [B, K, 1, ...]: take the [B, K] part."""
+    if target_weight is None:
+        return None
+    if not isinstance(target_weight, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or None, "
+                        f"got {type(target_weight).__name__}")
+    if target_weight.shape[:2] != (b, k) or any(d != 1 for d in target_weight.shape[2:]):
+        raise ValueError(f"{name}: expected shape [{b}, {k}] (or [{b}, {k}, 1, ...]), "
+                         f"got {tuple(target_weight.shape)}")
+    return target_weight.reshape(b, k)
+
+
+def spatial_rs_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | None = None,
+                    **kw) -> RankSortOutput:
+    """Spatial Rank & Sort loss: one ranking row per heatmap of ``[B, K, H, W]``."""
+    checks.tensor("heatmaps", heatmaps, min_dim=3)
+    checks.tensor("targets", targets)
+    checks.same_shape("targets", targets, "heatmaps", heatmaps)
+    b, k = heatmaps.shape[:2]
+    return rank_sort_loss(heatmaps.flatten(2), targets.flatten(2),
+                          weight=_row_weight(target_weight, b, k, "target_weight"), **kw)
+
+
+def simcc_rs_loss(pred, target, target_weight: Tensor | None = None, **kw) -> RankSortOutput:
+    """SimCC Rank & Sort loss: the mean of the x-vector and y-vector losses.
+
+    pred = (x [B, K, Wx], y [B, K, Hy]) logits; target = (gx, gy) Gaussian labels, each row
+    rescaled to peak 1 (mmpose may normalise them to sum 1). Positives are the bins above
+    ``pos_thr``, by default exp(−4.5): within 3σ of the joint.
+    """
+    for name, pair in (("pred", pred), ("target", target)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{name}: expected a pair (x, y) of tensors, got {type(pair).__name__}")
+    kw.setdefault("pos_thr", SIMCC_POS_THR)
+    for axis, p, t in zip("xy", pred, target):   # both axes checked before either runs
+        checks.tensor(f"pred[{axis}]", p, min_dim=3)
+        checks.tensor(f"target[{axis}]", t)
+        checks.same_shape(f"target[{axis}]", t, f"pred[{axis}]", p)
+    outs = []
+    for p, t in zip(pred, target):
+        peak = t.amax(-1, keepdim=True)
+        t = t / torch.where(peak > 0, peak, torch.ones_like(peak))
+        b, k = p.shape[:2]
+        outs.append(rank_sort_loss(p, t, weight=_row_weight(target_weight, b, k, "target_weight"),
+                                   **kw))
+    return RankSortOutput(*((a + b) / 2 for a, b in zip(*outs)))

@@ -1,0 +1,83 @@
+"""SPEC §2 written as the slow, obvious loop: one positive at a time, float64.
+
+Independent of the package's vectorised code (it imports nothing from rspose_kernels), so
+the torch backend is checked against the definition, not against itself.
+"""
+import torch
+
+EPS = 1e-10
+
+
+def smoothed_step(x, delta):
+    if delta > 0:
+        return torch.clamp(x / (2 * delta) + 0.5, 0, 1)
+    return (x >= 0).double()
+
+
+def row_loss(s, y, delta, pos_thr):
+    """rank_row, sort_row of one row; differentiable in s (autograd gives the exact gradient)."""
+    P = y > pos_thr
+    N = ~P
+    if P.sum() == 0:
+        return s.sum() * 0, s.sum() * 0
+    ranks, sorts = [], []
+    for i in torch.nonzero(P).flatten().tolist():
+        h = smoothed_step(s - s[i], delta)
+        A = h[P].sum()
+        F = h[N].sum()
+        l_rank = F / (A + F)
+        l_sort = (h[P] * (1 - y[P])).sum() / A
+        T = P & (y >= y[i])
+        l_sort_target = (h[T] * (1 - y[T])).sum() / h[T].sum()
+        ranks.append(l_rank)
+        sorts.append(l_sort - l_sort_target)
+    return torch.stack(ranks).mean(), torch.stack(sorts).mean()
+
+
+def row_identity_grad(s, y, delta, pos_thr):
+    """The Rank & Sort identity-update gradient of one row, rule by rule from SPEC §2."""
+    s = s.detach()
+    P = y > pos_thr
+    N = ~P
+    g = torch.zeros_like(s)
+    n = int(P.sum())
+    if n == 0:
+        return g
+    for i in torch.nonzero(P).flatten().tolist():
+        h = smoothed_step(s - s[i], delta)
+        A = h[P].sum()
+        F = h[N].sum()
+        l_rank = F / (A + F)
+        l_sort = (h[P] * (1 - y[P])).sum() / A
+        T = P & (y >= y[i])
+        e_sort = l_sort - (h[T] * (1 - y[T])).sum() / h[T].sum()
+        if F > EPS:
+            g[i] -= l_rank
+            g[N] += h[N] * l_rank / F
+        m = (P & (y < y[i])).double() * h
+        Z = m.sum()
+        if Z > EPS:
+            g[i] -= e_sort
+            g += m * e_sort / Z
+    return g / n
+
+
+def rows(scores, labels, delta, pos_thr, grad_mode="identity"):
+    """(rank [M], sort [M], grad [M, L]) for 2D float64 inputs."""
+    ranks, sorts, grads = [], [], []
+    for s, y in zip(scores.double(), labels.double()):
+        s = s.clone().requires_grad_(True)
+        r, so = row_loss(s, y, delta, pos_thr)
+        if grad_mode == "exact":
+            (g,) = torch.autograd.grad(r + so, s, allow_unused=True)
+            g = torch.zeros_like(s) if g is None else g
+        else:
+            g = row_identity_grad(s, y, delta, pos_thr)
+        ranks.append(r.detach())
+        sorts.append(so.detach())
+        grads.append(g)
+    m, l = scores.shape
+    if m == 0:
+        z = torch.zeros(0, dtype=torch.float64)
+        return z, z, torch.zeros(0, l, dtype=torch.float64)
+    return torch.stack(ranks), torch.stack(sorts), torch.stack(grads)
