@@ -30,6 +30,13 @@ def step(x: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.where(x >= 0, 1.0, torch.where(x < 0, 0.0, x)).to(x.dtype)
 
 
+def step_(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """H(x) computed in place (x is a temporary)."""
+    if delta > 0:
+        return x.div_(2 * delta).add_(0.5).clamp_(0, 1)
+    return step(x, delta)
+
+
 def step_slope(x: torch.Tensor, delta: float) -> torch.Tensor:
     """H'(x) = 1/(2δ) inside the ramp, 0 outside."""
     return (x.abs() < delta).to(x.dtype) / (2 * delta)
@@ -49,27 +56,33 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
     counts = npos.tolist()
     pmax = max(counts, default=0)
     if pmax > 0:
-        # Positives first, in index order: slot p of row r is its p-th positive.
+        # Positives first, in index order: slot p of row r holds its p-th positive.
         order = torch.argsort((~pos).to(torch.int8), dim=1, stable=True)
-        pos_f = pos.to(acc)
-        neg_f = 1 - pos_f
-        quality_gap = (1 - y) * pos_f  # (1 − y_j) over positives, 0 on negatives
+        neg_f = (~pos).to(acc)
         block_p = min(pmax, max(1, PAIR_BUDGET // l))
         block_r = max(1, PAIR_BUDGET // (block_p * l))
         for r0 in range(0, m, block_r):
-            r1 = min(m, r0 + block_r)
-            rows = slice(r0, r1)
-            for p0 in range(0, max(counts[r0:r1]), block_p):
-                idx = order[rows, p0:p0 + block_p]
-                slot_ok = (torch.arange(p0, p0 + idx.shape[1], device=s.device)
-                           < npos[rows, None])
-                out = _block(s[rows], y[rows], pos[rows], pos_f[rows], neg_f[rows],
-                             quality_gap[rows], idx, slot_ok, delta, exact, need_grad)
+            rows = slice(r0, min(m, r0 + block_r))
+            n_slots = max(counts[r0:r0 + block_r])
+            if n_slots == 0:
+                continue
+            slots = order[rows, :n_slots]                         # [R, Pc]
+            slot_ok = torch.arange(n_slots, device=s.device) < npos[rows, None]
+            pos_s = s[rows].gather(1, slots)
+            pos_y = torch.where(slot_ok, y[rows].gather(1, slots), 0)
+            grad_pos = s.new_zeros(pos_s.shape)                   # pass B on positives, by slot
+            for p0 in range(0, n_slots, block_p):
+                blk = slice(p0, p0 + block_p)
+                out = _block(s[rows], y[rows], neg_f[rows], pos_s, pos_y, slot_ok, blk,
+                             delta, exact, need_grad)
                 rank[rows] += out[0]
                 sort[rows] += out[1]
                 if need_grad:
                     grad[rows] += out[2]
-                    grad[rows] = grad[rows].scatter_add(1, idx, out[3])
+                    grad_pos += out[3]
+            if need_grad:
+                # Slots past a row's count point at distinct negatives and carry exact zeros.
+                grad[rows] = grad[rows].scatter_add(1, slots, grad_pos)
         n = npos.clamp(min=1).to(acc)
         rank /= n
         sort /= n
@@ -79,65 +92,70 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
     return rank, sort, npos.to(torch.int32), grad
 
 
-def _block(s, y, pos, pos_f, neg_f, quality_gap, idx, slot_ok, delta, exact, need_grad):
-    """One block of positives i (slots ``idx``) against every element j of their rows.
+def _block(s, y, neg_f, pos_s, pos_y, slot_ok, blk, delta, exact, need_grad):
+    """Positives i in slots ``blk`` against the negatives (P×L) and the positives (P×P).
 
     Returns the block's Σ ℓR_i and Σ eS_i per row and, when a gradient is needed, the
-    element-wise sweep (pass B) and the self terms of the block's positives.
+    pass-B sweep onto the row's negatives [R, L] and onto its positives by slot [R, Pc]
+    (self terms included).
     """
     zero = s.new_zeros(())
-    s_i = s.gather(1, idx)[:, :, None]
-    y_i = y.gather(1, idx)[:, :, None]
-    x = s[:, None, :] - s_i                                   # x_ij = s_j − s_i
-    h = step(x, delta)
-    upper = pos[:, None, :] & (y[:, None, :] >= y_i)          # j ∈ T_i
-    lower = pos[:, None, :] & (y[:, None, :] < y_i)           # j ∈ P, y_j < y_i
-    h_upper = h * upper
-    h_lower = h * lower
+    i_ok = slot_ok[:, blk]
+    s_i = pos_s[:, blk, None]
+    y_i = pos_y[:, blk, None]
+    # Against every element, only the negatives are used (weight neg_f).
+    x_neg = s[:, None, :] - s_i                                  # x_ij, [R, Pb, L]
+    hp_neg = step_slope(x_neg, delta) if exact and need_grad else None
+    h_neg = step_(x_neg, delta)                                  # in place: the largest temporary
+    # Against the row's positives (slots; invalid slots masked out).
+    x_pos = pos_s[:, None, :] - s_i                              # [R, Pb, Pc]
+    h_pos = step(x_pos, delta) * slot_ok[:, None, :]
+    upper = pos_y[:, None, :] >= y_i                             # j ∈ T_i
+    quality_gap = (1 - pos_y)[:, None, :]                        # 1 − y_j
+    h_upper = h_pos * upper
+    h_lower = h_pos - h_upper                                    # y_j < y_i
 
-    fp_count = torch.einsum("rpl,rl->rp", h, neg_f)           # F_i
-    t_mass = h_upper.sum(-1)                                  # T_i
-    z_mass = h_lower.sum(-1)                                  # Z_i
-    c_sum = torch.einsum("rpl,rl->rp", h, quality_gap)        # C_i
-    d_sum = torch.einsum("rpl,rl->rp", h_upper, quality_gap)  # D_i
-    a_mass = t_mass + z_mass                                  # A_i
+    fp_count = torch.einsum("rpl,rl->rp", h_neg, neg_f)          # F_i
+    t_mass = h_upper.sum(-1)                                     # T_i
+    z_mass = h_lower.sum(-1)                                     # Z_i
+    c_sum = (h_pos * quality_gap).sum(-1)                        # C_i
+    d_sum = (h_upper * quality_gap).sum(-1)                      # D_i
+    a_mass = t_mass + z_mass                                     # A_i
 
-    rank_error = fp_count / (a_mass + fp_count)
-    sort_error = c_sum / a_mass - d_sum / t_mass
-    rank_error = torch.where(slot_ok, rank_error, zero)
-    sort_error = torch.where(slot_ok, sort_error, zero)
+    rank_error = torch.where(i_ok, fp_count / (a_mass + fp_count), zero)
+    sort_error = torch.where(i_ok, c_sum / a_mass - d_sum / t_mass, zero)
     if not need_grad:
         return rank_error.sum(1), sort_error.sum(1)
-
+    onto_slots = torch.zeros_like(pos_s)
     if not exact:
-        has_fp = slot_ok & (fp_count > EPS)
-        has_lower = slot_ok & (z_mass > EPS)
+        has_fp = i_ok & (fp_count > EPS)
+        has_lower = i_ok & (z_mass > EPS)
         rank_coef = torch.where(has_fp, rank_error / fp_count, zero)      # r_i
         sort_coef = torch.where(has_lower, sort_error / z_mass, zero)     # q_i
-        self_term = -(torch.where(has_fp, rank_error, zero)
-                      + torch.where(has_lower, sort_error, zero))
-        sweep = (neg_f * torch.einsum("rpl,rp->rl", h, rank_coef)
-                 + torch.einsum("rpl,rp->rl", h_lower, sort_coef))
-        return rank_error.sum(1), sort_error.sum(1), sweep, self_term
+        onto_slots[:, blk] = -(torch.where(has_fp, rank_error, zero)
+                               + torch.where(has_lower, sort_error, zero))
+        onto_neg = neg_f * torch.einsum("rpl,rp->rl", h_neg, rank_coef)
+        onto_slots += torch.einsum("rpj,rp->rj", h_lower, sort_coef)
+        return rank_error.sum(1), sort_error.sum(1), onto_neg, onto_slots
 
-    hp = step_slope(x, delta)
-    hp_upper = hp * upper
+    hp_pos = step_slope(x_pos, delta) * slot_ok[:, None, :]
+    hp_upper = hp_pos * upper
     denom = a_mass + fp_count
     d_f = a_mass / denom ** 2
     d_a = -fp_count / denom ** 2 - c_sum / a_mass ** 2
     d_c = 1 / a_mass
     d_t = d_sum / t_mass ** 2
     d_d = -1 / t_mass
-    d_f, d_a, d_c, d_t, d_d = (torch.where(slot_ok, v, zero) for v in (d_f, d_a, d_c, d_t, d_d))
-    self_term = -(d_f * torch.einsum("rpl,rl->rp", hp, neg_f)
-                  + d_a * torch.einsum("rpl,rl->rp", hp, pos_f)
-                  + d_c * torch.einsum("rpl,rl->rp", hp, quality_gap)
-                  + d_t * hp_upper.sum(-1)
-                  + d_d * torch.einsum("rpl,rl->rp", hp_upper, quality_gap))
-    self_term = torch.where(slot_ok, self_term, zero)
-    sweep = (neg_f * torch.einsum("rpl,rp->rl", hp, d_f)
-             + pos_f * (torch.einsum("rpl,rp->rl", hp, d_a)
-                        + (1 - y) * torch.einsum("rpl,rp->rl", hp, d_c)
-                        + torch.einsum("rpl,rp->rl", hp_upper, d_t)
-                        + (1 - y) * torch.einsum("rpl,rp->rl", hp_upper, d_d)))
-    return rank_error.sum(1), sort_error.sum(1), sweep, self_term
+    d_f, d_a, d_c, d_t, d_d = (torch.where(i_ok, v, zero) for v in (d_f, d_a, d_c, d_t, d_d))
+    onto_slots[:, blk] = -(d_f * torch.einsum("rpl,rl->rp", hp_neg, neg_f)
+                           + d_a * hp_pos.sum(-1)
+                           + d_c * (hp_pos * quality_gap).sum(-1)
+                           + d_t * hp_upper.sum(-1)
+                           + d_d * (hp_upper * quality_gap).sum(-1))
+    onto_neg = neg_f * torch.einsum("rpl,rp->rl", hp_neg, d_f)
+    gap_j = 1 - pos_y
+    onto_slots += (torch.einsum("rpj,rp->rj", hp_pos, d_a)
+                   + gap_j * torch.einsum("rpj,rp->rj", hp_pos, d_c)
+                   + torch.einsum("rpj,rp->rj", hp_upper, d_t)
+                   + gap_j * torch.einsum("rpj,rp->rj", hp_upper, d_d))
+    return rank_error.sum(1), sort_error.sum(1), onto_neg, onto_slots
