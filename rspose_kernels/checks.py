@@ -39,7 +39,8 @@ def same_device(name, value, ref_name, ref):
 
 
 def number(name, value, *, minimum=None, strict=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not -math.inf < value < math.inf:
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         raise ValueError(f"{name}: expected a number {'>' if strict else '>='} {minimum}, "

@@ -65,7 +65,13 @@ def resolve_backend(backend: str, device) -> str:
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
         raise ValueError(
             f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
-    dtype = _device_type(device)
+    return _resolve(backend, _device_type(device))
+
+
+# Under torch.compile the answer is a constant of the (backend, device type) pair: dynamo
+# calls this at trace time instead of tracing the imports inside (which would break the graph).
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, dtype: str) -> str:
     avail = available_backends(dtype)
     if backend == "auto":
         for name in AUTO_ORDER.get(dtype, ("torch",)):

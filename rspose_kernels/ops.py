@@ -40,6 +40,8 @@ def _(scores, labels, delta, pos_thr, exact, need_grad, backend):
 
 
 def _setup_context(ctx, inputs, output):
+    # Only loss_rows carries a gradient; rank/sort are detached logging values.
+    ctx.mark_non_differentiable(*output[1:])
     ctx.save_for_backward(output[4])
 
 
