@@ -14,24 +14,27 @@ def smoothed_step(x, delta):
     return (x >= 0).double()
 
 
+def positive_terms(s, y, i, P, delta):
+    """For positive i: H(x_i·), F_i, ℓR_i and eS_i, straight from the definitions."""
+    N = ~P
+    h = smoothed_step(s - s[i], delta)
+    A = h[P].sum()
+    F = h[N].sum()
+    l_rank = F / (A + F)
+    l_sort = (h[P] * (1 - y[P])).sum() / A
+    T = P & (y >= y[i])
+    l_sort_target = (h[T] * (1 - y[T])).sum() / h[T].sum()
+    return h, F, l_rank, l_sort - l_sort_target
+
+
 def row_loss(s, y, delta, pos_thr):
     """rank_row, sort_row of one row; differentiable in s (autograd gives the exact gradient)."""
     P = y > pos_thr
-    N = ~P
     if P.sum() == 0:
         return s.sum() * 0, s.sum() * 0
-    ranks, sorts = [], []
-    for i in torch.nonzero(P).flatten().tolist():
-        h = smoothed_step(s - s[i], delta)
-        A = h[P].sum()
-        F = h[N].sum()
-        l_rank = F / (A + F)
-        l_sort = (h[P] * (1 - y[P])).sum() / A
-        T = P & (y >= y[i])
-        l_sort_target = (h[T] * (1 - y[T])).sum() / h[T].sum()
-        ranks.append(l_rank)
-        sorts.append(l_sort - l_sort_target)
-    return torch.stack(ranks).mean(), torch.stack(sorts).mean()
+    terms = [positive_terms(s, y, i, P, delta) for i in torch.nonzero(P).flatten().tolist()]
+    return (torch.stack([t[2] for t in terms]).mean(),
+            torch.stack([t[3] for t in terms]).mean())
 
 
 def row_identity_grad(s, y, delta, pos_thr):
@@ -44,13 +47,7 @@ def row_identity_grad(s, y, delta, pos_thr):
     if n == 0:
         return g
     for i in torch.nonzero(P).flatten().tolist():
-        h = smoothed_step(s - s[i], delta)
-        A = h[P].sum()
-        F = h[N].sum()
-        l_rank = F / (A + F)
-        l_sort = (h[P] * (1 - y[P])).sum() / A
-        T = P & (y >= y[i])
-        e_sort = l_sort - (h[T] * (1 - y[T])).sum() / h[T].sum()
+        h, F, l_rank, e_sort = positive_terms(s, y, i, P, delta)
         if F > EPS:
             g[i] -= l_rank
             g[N] += h[N] * l_rank / F
