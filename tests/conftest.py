@@ -1,10 +1,13 @@
 import os
 
-# The Triton interpreter must be chosen before triton is first imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch  # importing torch does not import triton
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+# Without a GPU, Triton kernels run on CPU tensors in its interpreter, which must be chosen
+# before triton is first imported. With a GPU the real kernels run (TRITON_INTERPRET=1 can
+# still force the interpreter).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -68,7 +68,9 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
                 continue
             slots = order[rows, :n_slots]                         # [R, Pc]
             slot_ok = torch.arange(n_slots, device=s.device) < npos[rows, None]
-            pos_s = s[rows].gather(1, slots)
+            # Slots past a row's count hold 0, not the score of the negative they point at, so
+            # a NaN negative reaches only the sums that include it (F), as in the definition.
+            pos_s = torch.where(slot_ok, s[rows].gather(1, slots), 0)
             pos_y = torch.where(slot_ok, y[rows].gather(1, slots), 0)
             grad_pos = s.new_zeros(pos_s.shape)                   # pass B on positives, by slot
             for p0 in range(0, n_slots, block_p):

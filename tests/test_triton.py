@@ -1,0 +1,241 @@
+"""The triton backend against the torch reference (same contract, rspose_kernels.backends).
+
+On CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set by conftest.py);
+cases stay small because it is slow. Some tests shrink the tiles so that several tiles per
+row, several positive blocks and strided programs run on small inputs. With a GPU, run
+``TRITON_INTERPRET=0 pytest tests/test_triton.py`` to test the compiled kernels on "cuda".
+"""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from rspose_kernels.backends import torch_ref
+from rspose_kernels.testing import (DELTAS, ROW_CASES, SHAPES, TOLERANCES, heatmap_case,
+                                    random_rows, row_case, shape_case)
+
+tk = pytest.importorskip("rspose_kernels.backends.triton_kernels")
+
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.skipif(
+        not tk.is_available("cpu"), reason="CPU needs the interpreter (TRITON_INTERPRET=1)")),
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available() or tk._INTERPRETED,
+        reason="needs a GPU and compiled kernels (TRITON_INTERPRET unset or 0)")]),
+]
+
+# Tiles far smaller than the rows below: several tiles per row (ragged last ones), several
+# positive blocks per row and fewer programs than blocks (the strided loops).
+TINY = tk.Blocks(compact=16, a_pos=4, a_neg=8, a_pp=4, b_neg=8, b_neg_pos=4, b_pos=4,
+                 b_pos_pos=4, programs=2)
+
+MODES = [("identity", False), ("exact", True)]
+
+
+def acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def both(scores, labels, delta, exact, *, pos_thr=0.0, need_grad=True, blocks=None):
+    labels = labels.to(acc_dtype(scores.dtype))
+    got = tk.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, blocks=blocks)
+    want = torch_ref.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
+    return got, want
+
+
+def assert_parity(got, want, dtype):
+    rtol, atol = TOLERANCES[dtype]
+    rank, sort, npos, grad = got
+    assert rank.dtype == sort.dtype == acc_dtype(dtype)
+    assert npos.dtype == torch.int32 and grad.dtype == dtype
+    assert torch.equal(npos.cpu(), want[2].cpu())
+    for a, b in ((rank, want[0]), (sort, want[1]), (grad, want[3])):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=rtol, atol=atol,
+                                   equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("delta", DELTAS)
+@pytest.mark.parametrize("case", sorted(ROW_CASES))
+def test_row_cases_match_torch(case, delta, mode, device):
+    if mode[1] and delta == 0:
+        pytest.skip("the exact gradient needs delta > 0")
+    scores, labels = row_case(case, seed=3, device=device)
+    assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("delta,exact", [(0.0, False), (0.5, False), (0.25, True), (1.0, True)])
+def test_tiny_tiles_match_torch(delta, exact, device):
+    # 45 = 5 compaction tiles + 13, ties for x = 0 and equal labels, an empty and a full row.
+    scores, labels = random_rows(5, 45, seed=4, ties=True, pos_frac=0.4, empty_rows=1,
+                                 all_pos_rows=1, device=device)
+    assert_parity(*both(scores, labels, delta, exact, blocks=TINY), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("exact", [False, True])
+def test_positive_threshold(exact, device):
+    # SimCC's τ = exp(-4.5): low-quality labels count as negatives.
+    scores, labels = random_rows(4, 33, seed=5, pos_frac=0.6, device=device)
+    assert_parity(*both(scores, labels, 0.5, exact, pos_thr=math.exp(-4.5) * 30), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes(dtype, exact, device):
+    scores, labels = random_rows(4, 41, seed=6, empty_rows=1, dtype=dtype, device=device)
+    assert_parity(*both(scores, labels, 0.5, exact), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bitwise_deterministic(device):
+    scores, labels = random_rows(3, 26, seed=7, ties=True, pos_frac=0.4, device=device)
+    for exact in (False, True):
+        first = tk.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True, blocks=TINY)
+        again = tk.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True, blocks=TINY)
+        # Which program handles a block never changes its arithmetic.
+        other_grid = tk.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True,
+                                       blocks=dataclasses.replace(TINY, programs=5))
+        for a, b, c in zip(first, again, other_grid):
+            assert torch.equal(a, b) and torch.equal(a, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_same_in_every_mode(device):
+    scores, labels = random_rows(5, 37, seed=8, device=device)
+    fwd = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, False)
+    assert fwd[3].numel() == 0
+    for exact in (False, True):
+        out = tk.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
+        assert torch.equal(out[0], fwd[0]) and torch.equal(out[1], fwd[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_identity_gradient_rows_sum_to_zero(device):
+    scores, labels = random_rows(5, 40, seed=9, device=device)
+    grad = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True, blocks=TINY)[3]
+    torch.testing.assert_close(grad.sum(1), torch.zeros(5, device=device), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("exact", [False, True])
+def test_pruning_is_exact(exact, device):
+    # Trained-regime heatmaps: nearly every negative lies δ below the lowest positive.
+    heatmaps, targets, _ = heatmap_case(2, 3, 10, 9, 1.0, regime="trained", seed=10,
+                                        device=device, invisible=0.2)
+    scores, labels = heatmaps.flatten(2).flatten(0, 1), targets.flatten(2).flatten(0, 1)
+    npos, nkeep = tk.row_stats(scores, labels, 0.5, 0.0)
+    negatives = scores.shape[1] - npos
+    assert (nkeep <= negatives).all() and nkeep.sum() * 10 < negatives.sum()
+    # A few negatives lifted to just above / just below the pruning bound.
+    low = torch.where(labels > 0, scores, torch.inf).amin(1)
+    near = torch.tensor([-0.49, -0.51, -0.5], device=device)
+    scores[:, :3] = torch.where(labels[:, :3] > 0, scores[:, :3], low[:, None] + near)
+    assert_parity(*both(scores, labels, 0.5, exact), torch.float32)
+    if not exact:
+        assert_parity(*both(scores[:2], labels[:2], 0.5, exact, blocks=TINY), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_scores_give_nan_losses(device):
+    scores, labels = random_rows(4, 30, seed=11, device=device)
+    neg = (labels[1] == 0).nonzero()[0, 0]
+    pos = (labels[2] > 0).nonzero()[0, 0]
+    scores[1, neg] = float("nan")      # a negative: rank becomes NaN
+    scores[2, pos] = float("nan")      # a positive: both become NaN
+    for delta in (0.0, 0.5):
+        got, want = both(scores, labels, delta, False)
+        loss, want_loss = got[0] + got[1], want[0] + want[1]
+        assert torch.equal(torch.isnan(loss), torch.isnan(want_loss))
+        assert torch.isnan(loss[1:3]).all() and not torch.isnan(loss[[0, 3]]).any()
+        # sort_row does not involve negatives: a NaN negative leaves it finite, in both.
+        assert torch.isnan(got[0][1]) and not torch.isnan(got[1][1]) and torch.isnan(got[1][2])
+        for g, w in zip(got[:2], want[:2]):
+            assert torch.equal(torch.isnan(g), torch.isnan(w))
+        clean = [0, 3]
+        assert_parity([t[clean] for t in got], [t[clean] for t in want], torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_degenerate_shapes(device):
+    for m, l in ((0, 9), (3, 0), (4, 1)):
+        scores, labels = random_rows(m, l, seed=12, pos_frac=0.5, device=device)
+        for exact in (False, True):
+            assert_parity(*both(scores, labels, 0.5, exact), torch.float32)
+    empty = torch.zeros(3, 20, device=device)
+    rank, sort, npos, grad = tk.rank_sort_rows(torch.randn(3, 20, device=device), empty,
+                                               0.5, 0.0, False, True)
+    assert not rank.any() and not sort.any() and not npos.any() and not grad.any()
+
+
+def test_exact_needs_positive_delta():
+    scores, labels = random_rows(2, 5)
+    with pytest.raises(ValueError, match="delta"):
+        tk.rank_sort_rows(scores, labels, 0.0, 0.0, True, True)
+
+
+def test_availability():
+    import os
+
+    import rspose_kernels as rk
+    assert tk.is_available("cuda") == torch.cuda.is_available()
+    assert tk.is_available("cpu") == tk._INTERPRETED
+    if os.environ.get("TRITON_INTERPRET") == "1":     # conftest.py's default
+        assert tk._INTERPRETED
+    assert ("triton" in rk.available_backends("cpu")) == tk.is_available("cpu")
+
+
+# ---------------------------------------------------------------------------- GPU only
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or tk._INTERPRETED,
+                               reason="needs a GPU and compiled kernels")
+
+
+@cuda_only
+@pytest.mark.cuda
+@pytest.mark.parametrize("regime", ["init", "trained"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_spec_shapes_match_torch(shape, regime):
+    # A slice of each SPEC §8 shape through the default tiles.
+    pred, target, _ = shape_case(shape, regime=regime, seed=13, device="cuda")
+    if shape == "simcc":
+        rows = [(p.flatten(0, 1)[:96], t.flatten(0, 1)[:96], math.exp(-4.5))
+                for p, t in zip(pred, target)]
+    else:
+        rows = [(pred.flatten(2).flatten(0, 1)[:34], target.flatten(2).flatten(0, 1)[:34], 0.0)]
+    for scores, labels, thr in rows:
+        for exact in (False, True):
+            assert_parity(*both(scores, labels, 0.5, exact, pos_thr=thr), torch.float32)
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_no_host_sync_and_graph_capture():
+    scores, labels = random_rows(64, 3072, seed=14, pos_frac=0.05, device="cuda")
+    want = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)   # compiles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(out, want):
+        assert torch.equal(a, b)
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_auto_picks_a_kernel_backend_on_cuda():
+    from rspose_kernels.dispatch import resolve_backend
+    assert resolve_backend("auto", "cuda") in ("cuda", "triton")
