@@ -82,7 +82,7 @@ def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead) -> RankSo
     return RankSortOutput(*(v / denom for v in sums))
 
 
-def _row_weight(target_weight, b, k, name):
+def keypoint_row_weight(target_weight, b, k, name):
     """mmpose keeps target weights as [B, K] or [B, K, 1, ...]: take the [B, K] part."""
     if target_weight is None:
         return None
@@ -102,8 +102,8 @@ def spatial_rs_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | N
     checks.tensor("targets", targets)
     checks.same_shape("targets", targets, "heatmaps", heatmaps)
     b, k = heatmaps.shape[:2]
-    return rank_sort_loss(heatmaps.flatten(2), targets.flatten(2),
-                          weight=_row_weight(target_weight, b, k, "target_weight"), **kw)
+    weight = keypoint_row_weight(target_weight, b, k, "target_weight")
+    return rank_sort_loss(heatmaps.flatten(2), targets.flatten(2), weight=weight, **kw)
 
 
 def simcc_rs_loss(pred, target, target_weight: Tensor | None = None, **kw) -> RankSortOutput:
@@ -126,6 +126,6 @@ def simcc_rs_loss(pred, target, target_weight: Tensor | None = None, **kw) -> Ra
         peak = t.amax(-1, keepdim=True)
         t = t / torch.where(peak > 0, peak, torch.ones_like(peak))
         b, k = p.shape[:2]
-        outs.append(rank_sort_loss(p, t, weight=_row_weight(target_weight, b, k, "target_weight"),
-                                   **kw))
+        weight = keypoint_row_weight(target_weight, b, k, "target_weight")
+        outs.append(rank_sort_loss(p, t, weight=weight, **kw))
     return RankSortOutput(*((a + b) / 2 for a, b in zip(*outs)))

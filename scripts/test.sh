@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: set up from nothing, run the mmpose integration tests in their own venv
+# (mmpose needs numpy<2), then the whole suite. Fails if anything fails or is not installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/install_mmpose.sh
+RSPOSE_REQUIRE_MMPOSE=1 .venv-mmpose/bin/python -m pytest -q tests/test_mmpose.py
+python3 -m pytest -q tests

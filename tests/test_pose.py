@@ -1,0 +1,576 @@
+"""Instance-Sort and RSPoseLoss (SPEC §3) against slow loops written here from the definition.
+
+The references below loop over keypoints and pixels in plain Python (float64) and import
+nothing of the package: the spatial part uses the per-positive loop of loop_reference.py on
+each row with its masked pixels removed.
+"""
+import math
+
+import pytest
+import torch
+
+import rspose_kernels as rk
+from rspose_kernels.pose import (RSPoseLoss, instance_sort_loss,  # noqa: F401 (public names)
+                                 simcc_instance_sort_loss)
+from rspose_kernels.testing import TOLERANCES, heatmap_case, simcc_case
+
+import loop_reference as loop
+
+BACKENDS = rk.available_backends("cpu")
+# COCO's OKS sigmas, typed from the COCO keypoint evaluation definition.
+COCO = [.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]
+COCO = [v / 10 for v in COCO]
+EPS = 1e-10
+
+
+# ----------------------------------------------------------------------------- references
+
+def first_argmax(values):
+    """Index of the first maximum of a flat list (NaN wins, like torch.argmax)."""
+    best = 0
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            return i
+        if v > values[best]:
+            best = i
+    return best
+
+
+def step(x, delta):
+    if delta > 0:
+        return min(max(x / (2 * delta) + 0.5, 0.0), 1.0)
+    return 1.0 if x >= 0 else 0.0
+
+
+def sort_loop(scores, quality, delta):
+    """Mean sorting error over all items (all positives, no negatives) and its
+    identity-update gradient, one item at a time."""
+    n = len(scores)
+    grad = [0.0] * n
+    if n == 0:
+        return 0.0, grad
+    errors = []
+    for i in range(n):
+        h = [step(scores[j] - scores[i], delta) for j in range(n)]
+        a = sum(h)
+        current = sum(h[j] * (1 - quality[j]) for j in range(n)) / a
+        upper = [j for j in range(n) if quality[j] >= quality[i]]
+        target = sum(h[j] * (1 - quality[j]) for j in upper) / sum(h[j] for j in upper)
+        e = current - target
+        errors.append(e)
+        lower = [h[j] if quality[j] < quality[i] else 0.0 for j in range(n)]
+        z = sum(lower)
+        if z > EPS:
+            grad[i] -= e
+            for j in range(n):
+                grad[j] += lower[j] * e / z
+    return sum(errors) / n, [g / n for g in grad]
+
+
+def oks(d2, area, sigma):
+    return max(math.exp(-d2 / (2 * area * (2 * sigma) ** 2)), 1e-6)
+
+
+def ref_instance_sort(heat, target, weight=None, *, delta=0.5, sigmas=None, area=None,
+                      pos_thr=0.0):
+    """(loss, gradient on heat) of Instance-Sort, by loops over keypoints and pixels."""
+    b_, k_, h_, w_ = heat.shape
+    if sigmas is None:
+        sigmas = COCO if k_ == 17 else [0.07] * k_
+    areas = [h_ * w_ / 1.25 ** 2] * b_ if area is None else (
+        [float(area)] * b_ if not torch.is_tensor(area) else [float(a) for a in area])
+    scores, quality, where = [], [], []
+    for b in range(b_):
+        for k in range(k_):
+            t = target[b, k].double().flatten().tolist()
+            if (weight is not None and float(weight[b, k]) <= 0) or max(t) <= pos_thr:
+                continue
+            hm = heat[b, k].double().flatten().tolist()
+            p, g = first_argmax(hm), first_argmax(t)
+            d2 = (p // w_ - g // w_) ** 2 + (p % w_ - g % w_) ** 2
+            scores.append(hm[p])
+            quality.append(oks(d2, areas[b], sigmas[k]))
+            where.append((b, k, p // w_, p % w_))
+    loss, g = sort_loop(scores, quality, delta)
+    grad = torch.zeros(heat.shape, dtype=torch.float64)
+    for gi, (b, k, y, x) in zip(g, where):
+        grad[b, k, y, x] += gi
+    return loss, grad
+
+
+def ref_simcc_instance_sort(px, py, gx, gy, weight=None, *, delta=0.5, sigmas=None):
+    b_, k_, wx = px.shape
+    hy = py.shape[-1]
+    sigmas = sigmas or (COCO if k_ == 17 else [0.07] * k_)
+    area = wx * hy / 1.25 ** 2
+    scores, quality, where = [], [], []
+    for b in range(b_):
+        for k in range(k_):
+            tx, ty = gx[b, k].tolist(), gy[b, k].tolist()
+            if (weight is not None and float(weight[b, k]) <= 0) or max(tx) <= 0 \
+                    or max(ty) <= 0:
+                continue
+            sx, sy = px[b, k].double().tolist(), py[b, k].double().tolist()
+            ix, iy = first_argmax(sx), first_argmax(sy)
+            d2 = (ix - first_argmax(tx)) ** 2 + (iy - first_argmax(ty)) ** 2
+            use_x = sx[ix] <= sy[iy]
+            scores.append(sx[ix] if use_x else sy[iy])
+            quality.append(oks(d2, area, sigmas[k]))
+            where.append((b, k, "x" if use_x else "y", ix if use_x else iy))
+    loss, g = sort_loop(scores, quality, delta)
+    grad_x = torch.zeros(px.shape, dtype=torch.float64)
+    grad_y = torch.zeros(py.shape, dtype=torch.float64)
+    for gi, (b, k, axis, i) in zip(g, where):
+        (grad_x if axis == "x" else grad_y)[b, k, i] += gi
+    return loss, grad_x, grad_y
+
+
+def ref_rows(scores, labels, weight, valid, delta, pos_thr):
+    """Weighted mean of rank + sort over rows [M, L], each row restricted to its valid
+    pixels, and its identity-update gradient."""
+    total, denom = 0.0, 0.0
+    grad = torch.zeros(scores.shape, dtype=torch.float64)
+    rows = []
+    for r in range(scores.shape[0]):
+        keep = valid[r]
+        s, y = scores[r].double()[keep], labels[r].double()[keep]
+        w = float(weight[r])
+        if s.numel() == 0 or not (y > pos_thr).any():
+            continue
+        rank, sort = loop.row_loss(s, y, delta, pos_thr)
+        total += w * float(rank + sort)
+        denom += w if w > 0 else 0.0
+        rows.append((r, keep, w, loop.row_identity_grad(s, y, delta, pos_thr)))
+    denom = denom if denom > 0 else 1.0
+    for r, keep, w, g in rows:
+        grad[r, keep] = w * g / denom
+    return total / denom, grad
+
+
+def ref_rspose_heatmap(heat, target, weight, mask, *, instance_weight=1.0, loss_weight=1.0,
+                       delta=0.5, pos_thr=0.0):
+    b, k, h, w = heat.shape
+    valid = torch.ones(b, k, h, w, dtype=torch.bool) if mask is None else \
+        (mask != 0).expand(b, k, h, w)
+    weight = torch.ones(b, k) if weight is None else weight
+    spatial, g_spatial = ref_rows(heat.reshape(b * k, -1), target.reshape(b * k, -1),
+                                  weight.reshape(-1), valid.reshape(b * k, -1), delta, pos_thr)
+    # Masked pixels leave Instance-Sort too: its maximum and target peak are over valid pixels.
+    inst_heat = torch.where(valid, heat.double(), torch.tensor(-math.inf, dtype=torch.float64))
+    inst_target = torch.where(valid, target.double(), torch.zeros((), dtype=torch.float64))
+    inst, g_inst = ref_instance_sort(inst_heat, inst_target, weight, delta=delta,
+                                     pos_thr=pos_thr)
+    g_spatial = g_spatial.reshape(heat.shape)
+    return (loss_weight * (spatial + instance_weight * inst),
+            loss_weight * (g_spatial + instance_weight * g_inst))
+
+
+def ref_rspose_simcc(px, py, gx, gy, weight, *, instance_weight=1.0, delta=0.5):
+    thr = math.exp(-4.5)
+    parts = []
+    for p, t in ((px, gx), (py, gy)):
+        t = t / t.amax(-1, keepdim=True).clamp_min(1e-30)
+        b, k, n = p.shape
+        parts.append(ref_rows(p.reshape(b * k, n), t.reshape(b * k, n), weight.reshape(-1),
+                              torch.ones(b * k, n, dtype=torch.bool), delta, thr))
+    inst, gix, giy = ref_simcc_instance_sort(px, py, gx, gy, weight, delta=delta)
+    loss = (parts[0][0] + parts[1][0]) / 2 + instance_weight * inst
+    grad_x = parts[0][1].reshape(px.shape) / 2 + instance_weight * gix
+    grad_y = parts[1][1].reshape(py.shape) / 2 + instance_weight * giy
+    return loss, grad_x, grad_y
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def grad_of(fn, *tensors):
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    out = fn(*leaves)
+    out.backward()
+    return out.detach(), [leaf.grad for leaf in leaves]
+
+
+def assert_close(actual, expected, dtype=torch.float32, msg=None):
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
+                               torch.as_tensor(expected, dtype=torch.float64), rtol=rtol, atol=atol,
+                               msg=msg)
+
+
+# ----------------------------------------------------------------------------- Instance-Sort
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [17, 5])
+@pytest.mark.parametrize("delta", [0.0, 0.5, 1.0])
+def test_instance_sort_matches_loop(backend, k, delta):
+    heat, target, weight = heatmap_case(3, k, 9, 7, 1.0, seed=30 + k, invisible=0.2)
+    loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight, delta=delta,
+                                                      backend=backend), heat)
+    ref_loss, ref_g = ref_instance_sort(heat, target, weight, delta=delta)
+    assert ref_loss > 0   # a case where the sort error is not trivially 0
+    assert_close(loss, ref_loss)
+    assert_close(g, ref_g)
+
+
+def test_instance_sort_float64_and_half():
+    heat, target, weight = heatmap_case(2, 17, 8, 6, 1.0, seed=31, dtype=torch.float64)
+    loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight, backend="torch"), heat)
+    ref_loss, ref_g = ref_instance_sort(heat, target, weight)
+    assert loss.dtype == torch.float64
+    assert_close(loss, ref_loss, torch.float64)
+    assert_close(g, ref_g, torch.float64)
+    for dtype in (torch.float16, torch.bfloat16):
+        h = heat.to(dtype)
+        loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight), h)
+        ref_loss, ref_g = ref_instance_sort(h, target, weight)
+        assert loss.dtype == torch.float32 and g.dtype == dtype
+        assert_close(loss, ref_loss, dtype)
+        assert_close(g, ref_g, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_non_items_get_exact_zero_gradient(backend, delta):
+    # Invisible keypoints ride along as −inf negatives: their gradient must be 0, not NaN.
+    heat, target, weight = heatmap_case(4, 5, 6, 5, 1.0, seed=32, invisible=0.4)
+    assert (weight == 0).any() and (weight > 0).sum() > 1
+    loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight, delta=delta,
+                                                      backend=backend), heat)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+    assert torch.equal(g[weight == 0], torch.zeros_like(g[weight == 0]))
+    # Only the arg-max pixel of an item can move, and the gradient sums to 0 (identity rule).
+    assert ((g != 0).flatten(2).sum(-1) <= 1).all()
+    assert abs(float(g.sum())) < 1e-6
+
+
+def test_row_of_items_has_no_rank_part():
+    # The design: the core's loss on the padded row equals its sort part exactly.
+    heat, target, weight = heatmap_case(3, 4, 5, 5, 1.0, seed=33, invisible=0.3)
+    conf = heat.flatten(2).amax(-1)
+    row = torch.where(weight > 0, conf, torch.tensor(-math.inf)).reshape(1, -1)
+    q = torch.where(weight > 0, torch.rand(3, 4) + 0.01, torch.zeros(3, 4)).clamp(max=1)
+    for backend in BACKENDS:
+        out = rk.rank_sort_loss(row, q.reshape(1, -1), backend=backend)
+        assert out.rank.item() == 0 and out.loss.item() == out.sort.item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_invisible_batch_is_zero_and_connected(backend):
+    heat, target, _ = heatmap_case(2, 3, 5, 4, 1.0, seed=34)
+    weight = torch.zeros(2, 3)
+    h = heat.clone().requires_grad_(True)
+    loss = instance_sort_loss(h, target, weight, backend=backend)
+    assert loss.item() == 0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(h.grad, torch.zeros_like(h))
+    # The whole loss too: nothing valid anywhere.
+    h.grad = None
+    total = RSPoseLoss(backend=backend)(h, target, weight)
+    total.backward()
+    assert total.item() == 0 and torch.equal(h.grad, torch.zeros_like(h))
+
+
+def test_single_item_and_empty_batch():
+    heat, target, weight = heatmap_case(1, 3, 5, 4, 1.0, seed=35, invisible=0.0)
+    weight = torch.tensor([[0.0, 1.0, 0.0]])
+    loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight), heat)
+    assert loss.item() == 0 and torch.equal(g, torch.zeros_like(g))
+    h = torch.zeros(0, 17, 4, 4, requires_grad=True)
+    loss = instance_sort_loss(h, torch.zeros(0, 17, 4, 4))
+    loss.backward()
+    assert loss.item() == 0 and h.grad.shape == h.shape
+
+
+def test_ties_in_the_heatmap_maximum_pick_the_first_pixel():
+    b, k, h, w = 1, 4, 5, 6
+    target = torch.zeros(b, k, h, w)
+    heat = torch.randn(b, k, h, w, generator=torch.Generator().manual_seed(36)) - 5
+    centres = [(1, 1), (3, 4), (0, 5), (4, 0)]
+    for kk, (y, x) in enumerate(centres):
+        target[0, kk, y, x] = 1.0
+    # Keypoint 0: its maximum 2.0 is tied at (1, 4) and (3, 1); the first in row-major
+    # order, (1, 4), is the prediction (d² = 9) and takes the whole gradient.
+    heat[0, 0, 1, 4] = heat[0, 0, 3, 1] = 2.0
+    heat[0, 1, 3, 4], heat[0, 2, 2, 2], heat[0, 3, 4, 3] = 1.0, 3.0, 2.5
+    small_area = 100.0   # qualities between 0.03 and 1, none clamped
+    loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, area=small_area), heat)
+    ref_loss, ref_g = ref_instance_sort(heat, target, area=small_area)
+    assert_close(loss, ref_loss)
+    assert_close(g, ref_g)
+    assert g[0, 0, 1, 4] != 0 and g[0, 0, 3, 1] == 0
+    # Had the other tied pixel been taken, d² = 4 and the loss would differ.
+    moved = heat.clone()
+    moved[0, 0, 1, 4] = 1.9
+    assert abs(instance_sort_loss(moved, target, area=small_area).item() - loss.item()) > 1e-4
+
+
+def test_sigmas_default_by_k_and_explicit():
+    for k, sig in ((17, COCO), (5, [0.07] * 5), (1, [0.07])):
+        heat, target, weight = heatmap_case(3, k, 8, 7, 1.0, seed=37 + k)
+        default = instance_sort_loss(heat, target, weight)
+        explicit = instance_sort_loss(heat, target, weight, sigmas=sig)
+        as_tensor = instance_sort_loss(heat, target, weight, sigmas=torch.tensor(sig))
+        assert default.item() == explicit.item() == as_tensor.item()
+    heat, target, weight = heatmap_case(3, 17, 8, 7, 1.0, seed=54)
+    coco = instance_sort_loss(heat, target, weight)
+    flat = instance_sort_loss(heat, target, weight, sigmas=[0.07] * 17)
+    assert abs(coco.item() - flat.item()) > 1e-6
+    assert_close(coco, ref_instance_sort(heat, target, weight)[0])
+    assert_close(flat, ref_instance_sort(heat, target, weight, sigmas=[0.07] * 17)[0])
+
+
+def test_area_number_and_per_instance():
+    heat, target, weight = heatmap_case(3, 6, 8, 7, 1.0, seed=38)
+    for area in (5.0, torch.tensor([3.0, 40.0, 9.0])):
+        loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight, area=area), heat)
+        ref_loss, ref_g = ref_instance_sort(heat, target, weight, area=area)
+        assert_close(loss, ref_loss)
+        assert_close(g, ref_g)
+
+
+def test_target_weights_select_items_without_scaling():
+    heat, target, weight = heatmap_case(3, 5, 7, 6, 1.0, seed=39, invisible=0.2)
+    graded = weight * torch.rand(3, 5, generator=torch.Generator().manual_seed(1)) * 3
+    a = instance_sort_loss(heat, target, weight)
+    b = instance_sort_loss(heat, target, graded)
+    c = instance_sort_loss(heat, target, graded[..., None, None])   # mmpose's [B, K, 1, 1]
+    assert a.item() == b.item() == c.item()
+    # Without weights every keypoint with a target counts; invisible ones have none.
+    assert instance_sort_loss(heat, target).item() == a.item()
+
+
+def test_nan_propagates():
+    heat, target, weight = heatmap_case(2, 3, 5, 4, 1.0, seed=40, invisible=0.0)
+    heat[1, 2, 0, 0] = float("nan")
+    assert torch.isnan(instance_sort_loss(heat, target, weight))
+    assert torch.isnan(RSPoseLoss()(heat, target, weight))
+
+
+# ----------------------------------------------------------------------------- RSPoseLoss
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mask_kind", [None, "per_instance", "per_keypoint"])
+def test_rspose_heatmap_matches_loop(backend, mask_kind):
+    b, k, h, w = 3, 5, 8, 7
+    heat, target, weight = heatmap_case(b, k, h, w, 1.0, seed=41, invisible=0.2)
+    weight = weight * torch.tensor([1.0, 0.5, 2.0, 1.0, 1.0])   # graded weights scale rows
+    g = torch.Generator().manual_seed(42)
+    mask = None
+    if mask_kind == "per_instance":
+        mask = (torch.rand(b, 1, h, w, generator=g) > 0.3).float()
+    elif mask_kind == "per_keypoint":
+        mask = torch.rand(b, k, h, w, generator=g) > 0.3
+        mask[0, 1] = False                       # a whole heatmap masked: drops out
+        mask[1, 0].view(-1)[heat[1, 0].argmax()] = False   # its maximum is masked
+    module = RSPoseLoss(instance_weight=0.7, loss_weight=2.0, backend=backend)
+    loss, (gh,) = grad_of(lambda x: module(x, target, weight, mask), heat)
+    ref_loss, ref_g = ref_rspose_heatmap(heat, target, weight, mask, instance_weight=0.7,
+                                         loss_weight=2.0)
+    assert_close(loss, ref_loss, msg=backend)
+    assert_close(gh, ref_g, msg=backend)
+    if mask is not None:
+        masked = ~(mask != 0).expand(b, k, h, w)
+        assert torch.equal(gh[masked], torch.zeros_like(gh[masked]))
+
+
+def test_rspose_use_target_weight_false_and_defaults():
+    heat, target, weight = heatmap_case(2, 4, 6, 5, 1.0, seed=43, invisible=0.3)
+    graded = weight * 3.0
+    off = RSPoseLoss(use_target_weight=False)
+    # Ignored weights: every row with a target counts with weight 1.
+    assert off(heat, target, graded).item() == off(heat, target).item()
+    ref_loss, _ = ref_rspose_heatmap(heat, target, None, None)
+    assert_close(off(heat, target, graded), ref_loss)
+    # target_weights=None with use_target_weight=True means all ones.
+    on = RSPoseLoss()
+    assert on(heat, target).item() == off(heat, target).item()
+    # instance_weight=0 is the Spatial-RS loss alone.
+    spatial = RSPoseLoss(instance_weight=0.0, loss_weight=3.0)(heat, target, weight)
+    assert_close(spatial, 3 * rk.spatial_rs_loss(heat, target, weight).loss)
+    total = RSPoseLoss(instance_weight=0.5)(heat, target, weight)
+    assert_close(total, rk.spatial_rs_loss(heat, target, weight).loss
+                 + 0.5 * instance_sort_loss(heat, target, weight))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rspose_exact_grad_mode_only_changes_the_spatial_part(backend):
+    heat, target, weight = heatmap_case(2, 4, 6, 5, 1.0, seed=44)
+    mask = torch.rand(2, 1, 6, 5, generator=torch.Generator().manual_seed(44)) > 0.3
+    masked = torch.where(mask, heat, torch.tensor(-math.inf))
+    loss = RSPoseLoss(grad_mode="exact", backend=backend)
+    _, (g_exact,) = grad_of(lambda x: loss(x, target, weight, mask), heat)
+    _, (g_sp,) = grad_of(lambda x: rk.spatial_rs_loss(
+        x, target * mask, weight, grad_mode="exact", backend="torch").loss, masked)
+    _, (g_in,) = grad_of(lambda x: instance_sort_loss(x, target * mask, weight,
+                                                      backend="torch"), masked)
+    assert torch.isfinite(g_exact).all()
+    assert_close(g_exact, g_sp + g_in)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rspose_simcc_matches_loop(backend):
+    (px, py), (gx, gy), weight = simcc_case(3, 5, 24, 20, 2.0, seed=45, invisible=0.2)
+    gx, gy = gx * 0.1, gy * 0.1   # mmpose may normalise; the loss rescales to peak 1
+    module = RSPoseLoss(mode="simcc", instance_weight=0.5, backend=backend)
+    loss, (g_x, g_y) = grad_of(lambda a, b: module((a, b), (gx, gy), weight), px, py)
+    ref_loss, ref_gx, ref_gy = ref_rspose_simcc(px, py, gx, gy, weight, instance_weight=0.5)
+    assert_close(loss, ref_loss, msg=backend)
+    assert_close(g_x, ref_gx, msg=backend)
+    assert_close(g_y, ref_gy, msg=backend)
+
+
+def test_simcc_confidence_is_min_of_axis_maxima():
+    (px, py), (gx, gy), weight = simcc_case(2, 3, 12, 10, 1.5, seed=46, invisible=0.0)
+    py = py.clone()
+    py[0, 0] = px[0, 0].max()          # a tie between the axes: x takes the gradient
+    loss, (g_x, g_y) = grad_of(lambda a, b: simcc_instance_sort_loss((a, b), (gx, gy), weight),
+                               px, py)
+    ref_loss, ref_gx, ref_gy = ref_simcc_instance_sort(px, py, gx, gy, weight)
+    assert ref_loss > 0
+    assert_close(loss, ref_loss)
+    assert_close(g_x, ref_gx)
+    assert_close(g_y, ref_gy)
+    assert g_y[0, 0].abs().sum() == 0
+
+
+def test_simcc_all_invisible():
+    (px, py), (gx, gy), _ = simcc_case(2, 3, 12, 10, 1.5, seed=47)
+    weight = torch.zeros(2, 3)
+    loss, (g_x, g_y) = grad_of(lambda a, b: RSPoseLoss(mode="simcc")((a, b), (gx, gy), weight),
+                               px, py)
+    assert loss.item() == 0
+    assert torch.equal(g_x, torch.zeros_like(g_x)) and torch.equal(g_y, torch.zeros_like(g_y))
+
+
+# ----------------------------------------------------------------------------- errors
+
+H, T, W = heatmap_case(2, 3, 5, 4, 1.0, seed=48)
+
+INSTANCE_ERRORS = [
+    (dict(heatmaps=H[0]), ValueError, "heatmaps: expected"),
+    (dict(heatmaps=H.long()), ValueError, "heatmaps: expected a floating dtype"),
+    (dict(targets=T[:, :2]), ValueError, "targets: expected the shape of heatmaps"),
+    (dict(targets=T + 1), ValueError, r"targets: expected values in \[0, 1\]"),
+    (dict(heatmaps=torch.zeros(2, 3, 0, 4), targets=torch.zeros(2, 3, 0, 4)), ValueError,
+     "heatmaps: expected H, W >= 1"),
+    (dict(target_weight=W[:1]), ValueError, "target_weight: expected shape"),
+    (dict(target_weight=-W), ValueError, "target_weight: expected values >= 0"),
+    (dict(sigmas=[0.07] * 2), ValueError, "sigmas: expected a sequence of 3"),
+    (dict(sigmas=[0.07, 0.0, 0.07]), ValueError, "sigmas: expected a number > 0"),
+    (dict(sigmas=torch.ones(4)), ValueError, "sigmas: expected 3 values"),
+    (dict(area=0.0), ValueError, "area: expected a number > 0"),
+    (dict(area=torch.ones(3)), ValueError, "area: expected a number or a tensor of shape"),
+    (dict(area=-torch.ones(2)), ValueError, "area: expected finite values > 0"),
+    (dict(delta=-1.0), ValueError, "delta: expected a number >= 0"),
+    (dict(backend="gpu"), ValueError, "backend: expected one of"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,text", INSTANCE_ERRORS)
+def test_instance_sort_errors(kw, exc, text):
+    args = dict(heatmaps=H, targets=T, target_weight=W)
+    args.update(kw)
+    with pytest.raises(exc, match=text):
+        instance_sort_loss(args.pop("heatmaps"), args.pop("targets"), args.pop("target_weight"),
+                           **args)
+
+
+def test_rspose_errors():
+    for kw, text in [(dict(mode="regression"), "mode: expected one of"),
+                     (dict(instance_weight=-1.0), "instance_weight: expected a number >= 0"),
+                     (dict(loss_weight=float("nan")), "loss_weight: expected a finite number"),
+                     (dict(use_target_weight=1), "use_target_weight: expected True or False"),
+                     (dict(backend="fast"), "backend: expected one of"),
+                     (dict(grad_mode="exact", delta=0.0), "delta: grad_mode='exact'"),
+                     (dict(area=-2.0), "area: expected a number > 0"),
+                     (dict(sigmas=0.07), "sigmas: expected one number per keypoint"),
+                     (dict(sigmas=[0.07, -1.0]), "sigmas: expected a number > 0")]:
+        with pytest.raises(ValueError, match=text):
+            RSPoseLoss(**kw)
+    with pytest.raises(TypeError, match="reduction"):
+        RSPoseLoss(reduction="sum")
+    loss = RSPoseLoss()
+    with pytest.raises(ValueError, match="mask: expected shape"):
+        loss(H, T, W, torch.ones(2, 2, 5, 4))
+    with pytest.raises(ValueError, match="output: expected"):
+        loss(H[0], T[0])
+    with pytest.raises(ValueError, match="target: expected the shape of output"):
+        loss(H, T[:, :1])
+    (px, py), (gx, gy), w = simcc_case(2, 3, 8, 6, 1.0, seed=49)
+    simcc = RSPoseLoss(mode="simcc")
+    with pytest.raises(ValueError, match="mask: not supported"):
+        simcc((px, py), (gx, gy), w, torch.ones(2, 3, 8))
+    with pytest.raises(ValueError, match="pred: expected a pair"):
+        simcc(px, (gx, gy), w)
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+def _compile_cases():
+    heat, target, weight = heatmap_case(2, 3, 6, 5, 1.0, seed=50, invisible=0.3)
+    heat[0, 1].view(-1)[[3, 17]] = heat[0, 1].max() + 1   # a tie in the maximum
+    mask = torch.rand(2, 1, 6, 5, generator=torch.Generator().manual_seed(51)) > 0.2
+    simcc = simcc_case(2, 3, 14, 12, 1.5, seed=52)
+    return (heat, target, weight, mask), simcc
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_every_backend(backend):
+    (heat, target, weight, mask), ((px, py), (gx, gy), sw) = _compile_cases()
+    heat_loss = RSPoseLoss(backend=backend, loss_weight=1.5)
+    simcc_loss = RSPoseLoss(mode="simcc", backend=backend)
+    for fn, args in (
+            (lambda x: heat_loss(x, target, weight, mask), (heat,)),
+            (lambda a, b: simcc_loss((a, b), (gx, gy), sw), (px, py))):
+        eager, g_eager = grad_of(fn, *args)
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        comp, g_comp = grad_of(compiled, *args)
+        torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-7, msg=backend)
+        for a, b in zip(g_comp, g_eager):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=backend)
+
+
+def test_compile_dynamic_batch_no_recompile():
+    from torch._dynamo.testing import CompileCounterWithBackend
+    for mode in ("heatmap", "simcc"):
+        loss_fn = RSPoseLoss(mode=mode)
+        counter = CompileCounterWithBackend("aot_eager")
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda o, t, w: loss_fn(o, t, w), dynamic=True,
+                                 fullgraph=True, backend=counter)
+        frames = []
+        for b in (2, 5):
+            if mode == "heatmap":
+                o, t, w = heatmap_case(b, 3, 8, 6, 1.0, seed=55 + b)
+            else:
+                o, t, w = simcc_case(b, 3, 16, 12, 1.5, seed=55 + b)
+            torch.testing.assert_close(compiled(o, t, w), loss_fn(o, t, w))
+            frames.append(counter.frame_count)
+        assert frames[1] == frames[0], mode
+
+
+def test_compile_inductor_training_step():
+    # One real inductor graph: head + RSPoseLoss (with a tie and a mask) + backward. The
+    # gradient on the input shows which tied pixel inductor's argmax picked.
+    (heat, target, weight, mask), _ = _compile_cases()
+    head = torch.nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        head.bias.zero_()
+    loss_fn = RSPoseLoss()
+
+    def step(x):
+        return loss_fn(head(x), target, weight, mask)
+
+    def run(fn):
+        x = heat.detach().clone().requires_grad_(True)
+        head.weight.grad = None
+        loss = fn(x)
+        loss.backward()
+        return loss.detach(), x.grad, head.weight.grad.clone()
+
+    torch._dynamo.reset()
+    compiled = run(torch.compile(step, fullgraph=True))
+    eager = run(step)
+    for c, e in zip(compiled, eager):
+        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6)
