@@ -1,5 +1,152 @@
-"""rspose-kernels: fused ranking-based pose losses (Spatial Rank & Sort, Instance-Sort)."""
-from setuptools import find_packages, setup
+"""rspose-kernels: fused ranking-based pose losses (Spatial Rank & Sort, Instance-Sort).
+
+The native module ``rspose_kernels._C`` (C++ CPU kernel, hand-written CUDA kernels) is built by
+CMakeLists.txt with ninja through the ``build_ext`` below; it links no libtorch, so the build
+needs no torch. Environment switches:
+
+  RSPOSE_CUDA=auto|0|1   CUDA kernels when nvcc is found (auto, default), never, or always
+                         (1 fails loudly without nvcc). nvcc is looked for in $CUDA_HOME/bin,
+                         /usr/local/cuda/bin and on PATH -- never decided from torch.
+  RSPOSE_CUDA_ARCHS      CMAKE_CUDA_ARCHITECTURES, default "80;90".
+  RSPOSE_BUILD_EXT=auto|0|1
+                         Build _C at all: auto builds it when cmake, ninja and pybind11 are
+                         present and otherwise installs the pure-Python package with a
+                         warning (the package works without _C: backends "torch" and
+                         "triton"); 1 requires the build; 0 skips it.
+  MAX_JOBS               Parallel compile jobs (default: the CPU count).
+
+Missing *tools* may downgrade to pure Python (auto); a compile error never does: it fails the
+install, so a broken kernel cannot slip through CI.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env_choice(name, default="auto"):
+    value = os.environ.get(name, default).strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return "1"
+    if value in ("0", "off", "false", "no"):
+        return "0"
+    if value == "auto":
+        return "auto"
+    raise SystemExit(f"{name}: expected auto, 0 or 1, got {os.environ[name]!r}")
+
+
+def find_nvcc():
+    candidates = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
+    candidates.append("/usr/local/cuda/bin/nvcc")
+    on_path = shutil.which("nvcc")
+    if on_path:
+        candidates.append(on_path)
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return os.path.realpath(path) if os.path.islink(path) else path
+    return None
+
+
+def _find_tool(name):
+    """cmake / ninja on PATH, or from their PyPI packages (the build requirements)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    try:
+        mod = __import__(name)
+        bindir = getattr(mod, "BIN_DIR", None) or getattr(mod, "CMAKE_BIN_DIR", None)
+        if bindir and os.path.isfile(os.path.join(bindir, name)):
+            return os.path.join(bindir, name)
+    except ImportError:
+        pass
+    return None
+
+
+def _pybind11_cmake_dir():
+    try:
+        import pybind11
+    except ImportError:
+        return None
+    return pybind11.get_cmake_dir()
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def run(self):
+        want = _env_choice("RSPOSE_BUILD_EXT")
+        cuda = _env_choice("RSPOSE_CUDA")
+        if want == "0":
+            self._skip("RSPOSE_BUILD_EXT=0")
+            return
+        missing = [n for n, found in (("cmake", _find_tool("cmake")),
+                                      ("ninja", _find_tool("ninja")),
+                                      ("pybind11", _pybind11_cmake_dir())) if not found]
+        if missing:
+            msg = (f"cannot build rspose_kernels._C: {', '.join(missing)} not found "
+                   "(pip install cmake ninja pybind11)")
+            if want == "1" or cuda == "1":
+                raise SystemExit(msg)
+            self._skip(msg)
+            return
+        super().run()
+
+    def _skip(self, why):
+        print(f"WARNING: {why}; installing rspose-kernels without its native backends "
+              "('cpu', 'cuda'). The 'torch' backend still works.", file=sys.stderr)
+        self.extensions = []
+
+    def build_extension(self, ext):
+        cmake, ninja = _find_tool("cmake"), _find_tool("ninja")
+        out_path = os.path.abspath(self.get_ext_fullpath(ext.name))
+        out_dir = os.path.dirname(out_path)
+        build_temp = os.path.abspath(os.path.join(self.build_temp, "cmake"))
+        os.makedirs(build_temp, exist_ok=True)
+        os.makedirs(out_dir, exist_ok=True)
+
+        cuda = _env_choice("RSPOSE_CUDA")
+        nvcc = find_nvcc() if cuda != "0" else None
+        if cuda == "1" and nvcc is None:
+            raise SystemExit("RSPOSE_CUDA=1 but no nvcc in $CUDA_HOME/bin, /usr/local/cuda/bin "
+                             "or on PATH")
+        args = [
+            f"-S{ROOT}", f"-B{build_temp}", "-GNinja",
+            f"-DCMAKE_MAKE_PROGRAM={ninja}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={_pybind11_cmake_dir()}",
+            f"-DRSPOSE_OUTPUT_DIR={out_dir}",
+            f"-DRSPOSE_CUDA_ARCHS={os.environ.get('RSPOSE_CUDA_ARCHS', '80;90')}",
+        ]
+        if nvcc:
+            # nvcc found: CUDA is required from here on, so a CUDA compile error fails.
+            args += ["-DRSPOSE_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+        else:
+            args += ["-DRSPOSE_CUDA=OFF"]
+        jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
+        print(f"rspose_kernels: building _C (CUDA {'on: ' + nvcc if nvcc else 'off'})",
+              file=sys.stderr)
+        subprocess.check_call([cmake, *args])
+        subprocess.check_call([cmake, "--build", build_temp, "-j", jobs])
+
+        # pybind11 names the module with this interpreter's EXT_SUFFIX, as setuptools does;
+        # fail clearly rather than install a module under a name Python will not import.
+        if not os.path.isfile(out_path):
+            suffix = sysconfig.get_config_var("EXT_SUFFIX")
+            raise SystemExit(f"CMake did not produce {out_path} (EXT_SUFFIX {suffix})")
+
 
 setup(
     name="rspose-kernels",
@@ -11,4 +158,7 @@ setup(
     # several GB on machines that have none. Install the torch you want first.
     install_requires=["numpy"],
     extras_require={"triton": ["triton>=3.6"], "test": ["pytest"]},
+    ext_modules=[CMakeExtension("rspose_kernels._C")],
+    cmdclass={"build_ext": CMakeBuild},
+    zip_safe=False,
 )

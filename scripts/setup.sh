@@ -10,6 +10,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install --quiet "triton>=3.6,<3.10" numpy pytest cmake ninja pybind11 setuptools wheel
 # No build isolation: the build uses the tools above and never downloads anything (the GPU
-# machine has no network). The C++/CUDA extension is built when a compiler is found.
-"$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
+# machine has no network). The C++ extension must build (RSPOSE_BUILD_EXT=1); CUDA is
+# compiled too when nvcc is found.
+RSPOSE_BUILD_EXT=1 "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
 "$PY" -c "import rspose_kernels as rk; print('rspose_kernels', rk.__version__, 'backends on cpu:', rk.available_backends('cpu'))"

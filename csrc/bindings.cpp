@@ -1,0 +1,130 @@
+// rspose_kernels._C: the pybind11 face of the C++ and CUDA kernels.
+//
+// Deliberately torch-free (SPEC §6): Python passes data pointers (tensor.data_ptr()), sizes,
+// a dtype code and, for CUDA, the current stream handle and a workspace it allocated with
+// torch's caching allocator. So one binary serves any torch version, and the build needs no
+// torch. The Python side (rspose_kernels/backends/native.py) owns all checks of shapes,
+// dtypes, contiguity and devices; these functions trust their arguments.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/rank_sort_cpu.h"
+#include "dtypes.h"
+#ifdef RSPOSE_WITH_CUDA
+#include "cuda/rank_sort_cuda.h"
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename P>
+P* ptr(std::uintptr_t p) { return reinterpret_cast<P*>(p); }
+
+void cpu_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t L, int dtype,
+               double delta, double pos_thr, bool exact, bool need_grad, std::uintptr_t rank,
+               std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad, int num_threads) {
+  if (dtype != rspose::kFloat32 && dtype != rspose::kFloat64)
+    throw std::invalid_argument("rank_sort_cpu: scores must be float32 or float64 (dtype code " +
+                                std::to_string(dtype) + ")");
+  if (M < 0 || L < 0 || L > INT32_MAX)
+    throw std::invalid_argument("rank_sort_cpu: bad sizes M=" + std::to_string(M) +
+                                ", L=" + std::to_string(L));
+  py::gil_scoped_release nogil;  // the kernel may run for seconds on its own threads
+  rspose::rank_sort_cpu(ptr<const void>(scores), ptr<const void>(labels), M, L,
+                        dtype == rspose::kFloat64, delta, pos_thr, exact, need_grad,
+                        ptr<void>(rank), ptr<void>(sort), ptr<int32_t>(npos), ptr<void>(grad),
+                        num_threads);
+}
+
+#ifdef RSPOSE_WITH_CUDA
+void cuda_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t L, int dtype,
+                double delta, double pos_thr, bool exact, bool need_grad, std::uintptr_t rank,
+                std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad,
+                std::uintptr_t workspace, std::size_t workspace_bytes, std::uintptr_t stream,
+                int device) {
+  if (dtype < rspose::kFloat32 || dtype > rspose::kBFloat16)
+    throw std::invalid_argument("rank_sort_cuda: unknown dtype code " + std::to_string(dtype));
+  if (M < 0 || L < 0 || L > INT32_MAX)
+    throw std::invalid_argument("rank_sort_cuda: bad sizes M=" + std::to_string(M) +
+                                ", L=" + std::to_string(L));
+  const std::size_t need = rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad);
+  if (workspace_bytes < need)
+    throw std::invalid_argument("rank_sort_cuda: workspace of " +
+                                std::to_string(workspace_bytes) + " bytes, need " +
+                                std::to_string(need));
+  std::string err;
+  {
+    py::gil_scoped_release nogil;
+    err = rspose::rank_sort_cuda(ptr<const void>(scores), ptr<const void>(labels), M, L, dtype,
+                                 delta, pos_thr, exact, need_grad, ptr<void>(rank),
+                                 ptr<void>(sort), ptr<int32_t>(npos), ptr<void>(grad),
+                                 ptr<void>(workspace), workspace_bytes,
+                                 ptr<void>(stream), device);
+  }
+  if (!err.empty()) throw std::runtime_error("rank_sort_cuda: " + err);
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "rspose-kernels native kernels (C++ CPU, hand-written CUDA); torch-free ABI";
+  m.attr("FLOAT32") = static_cast<int>(rspose::kFloat32);
+  m.attr("FLOAT64") = static_cast<int>(rspose::kFloat64);
+  m.attr("FLOAT16") = static_cast<int>(rspose::kFloat16);
+  m.attr("BFLOAT16") = static_cast<int>(rspose::kBFloat16);
+
+  m.def("has_cuda", []() {
+#ifdef RSPOSE_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "Whether the CUDA kernels were compiled in.");
+
+  m.def("cuda_device_count", []() {
+#ifdef RSPOSE_WITH_CUDA
+    return rspose::cuda_device_count();
+#else
+    return 0;
+#endif
+  }, "Devices usable by the compiled CUDA runtime (0 when the driver is too old for it).");
+
+  m.def("rank_sort_cpu", &cpu_entry, py::arg("scores"), py::arg("labels"), py::arg("M"),
+        py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
+        py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
+        py::arg("grad"), py::arg("num_threads"),
+        "Rank & Sort rows on the CPU. Pointers to contiguous [M, L] scores and labels (both "
+        "float32 or both float64), outputs rank/sort [M] (same dtype), npos [M] int32, grad "
+        "[M, L] (same dtype; 0 when need_grad is false).");
+
+  m.def("cuda_workspace_bytes", [](int64_t M, int64_t L, int dtype, bool exact, bool need_grad) {
+#ifdef RSPOSE_WITH_CUDA
+    return rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad);
+#else
+    (void)M; (void)L; (void)dtype; (void)exact; (void)need_grad;
+    return static_cast<std::size_t>(0);
+#endif
+  }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("need_grad"),
+  "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned).");
+
+#ifdef RSPOSE_WITH_CUDA
+  m.def("rank_sort_cuda", &cuda_entry, py::arg("scores"), py::arg("labels"), py::arg("M"),
+        py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
+        py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
+        py::arg("grad"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+        py::arg("device"),
+        "Rank & Sort rows on a CUDA device, asynchronously on `stream`. scores in any of the "
+        "four dtypes; labels, rank, sort float64 for float64 scores and float32 otherwise; "
+        "grad in the scores' dtype.");
+#else
+  m.def("rank_sort_cuda", [](py::args, py::kwargs) {
+    throw std::runtime_error("rank_sort_cuda: rspose_kernels._C was built without CUDA "
+                             "(no nvcc found, or RSPOSE_CUDA=0)");
+  });
+#endif
+}

@@ -1,0 +1,447 @@
+// CPU kernel of the Rank & Sort core: docs/MATH.md's pass A and pass B over compacted rows,
+// with the per-pair arithmetic of csrc/rank_sort_math.h.
+//
+// Layout of the work, per row:
+//   prep   : compact the row into [positives | negatives that survive row-level pruning],
+//            keeping index order (one thread per row).
+//   pass A : items (row, block of BP positives). For each element j (in a fixed order) the
+//            inner loop runs over the block's positives, so it vectorises without reordering
+//            any sum: every F_i, T_i, ... is a plain sequential sum over j.
+//   rows   : rank/sort per row, summed over positives in index order (one thread).
+//   pass B : items (row, block of BE elements). For each positive i (in index order) the
+//            inner loop runs over the block's elements: each gradient is a sequential sum
+//            over i, computed by one thread.
+// No sum depends on how items are spread over threads, hence bitwise determinism for any
+// num_threads (and the same SIMD-independence: no lane-split reductions).
+#include "rank_sort_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "../rank_sort_math.h"
+
+namespace rspose {
+namespace {
+
+// Inner loops carry `omp simd` (honoured under -fopenmp-simd or -fopenmp): it makes GCC
+// if-convert the selects of rank_sort_math.h instead of leaving branches (with
+// -fno-trapping-math), and it has no reduction clause, so no sum is reordered.
+#define RS_SIMD _Pragma("omp simd")
+
+constexpr int BP = 64;   // positives per pass-A item; their accumulators stay in L1
+constexpr int BE = 256;  // elements per pass-B item
+
+// Runs f(0..n-1) on up to `nthreads` threads pulling items from a shared counter. Which
+// thread runs an item never changes what the item computes.
+//
+// With OpenMP the threads are those of the process's OpenMP pool, which is torch's own
+// (the torch wheels load libgomp.so.1 first; ours resolves to the same library). That
+// matters on a small machine: after any parallel torch op, torch's pool threads spin for a
+// while, and separate std::threads would fight them for the cores (measured: 1.7x slower on
+// 2 cores). Only `omp parallel` is used, no worksharing construct, to need nothing newer
+// from libgomp than GOMP_parallel. Without OpenMP, plain std::threads.
+template <typename F>
+void parallel_for(int64_t n, int nthreads, const F& f) {
+  if (n <= 0) return;
+  const int64_t nt = std::min<int64_t>(std::max(nthreads, 1), n);
+  if (nt == 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto worker = [&]() {
+    for (;;) {
+      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) break;
+      f(i);
+    }
+  };
+#ifdef _OPENMP
+#pragma omp parallel num_threads(static_cast<int>(nt))
+  worker();
+#else
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(nt - 1));
+  for (int64_t t = 0; t + 1 < nt; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error&) {
+      break;  // fewer threads than asked: same results, just slower
+    }
+  }
+  worker();
+  for (auto& t : pool) t.join();
+#endif
+}
+
+// Threads worth waking for `work` units (pairs or elements): below a few tens of thousands
+// of pair evaluations per thread the hand-off costs more than it saves. Any count gives the
+// same bits.
+inline int threads_for(double work, int nthreads) {
+  const double t = work / 65536.0;
+  return t < 1.0 ? 1 : (t < nthreads ? static_cast<int>(t) : nthreads);
+}
+
+template <typename T>
+struct Workspace {
+  std::vector<int32_t> idx;   // [M*L]: row r's compacted element indices at r*L
+  std::vector<T> cs;          // [M*L]: their scores
+  std::vector<int32_t> npos;  // positives per row
+  std::vector<int32_t> nneg;  // surviving negatives per row
+  std::vector<int64_t> poff;  // offset of row r's positives in the per-positive arrays
+  std::vector<T> py, pw;      // per positive: y_i, 1 − y_i
+  std::vector<T> lr, es;      // per positive: ℓR_i, eS_i
+  std::vector<T> coef;        // per positive: K coefficients (see pass A)
+};
+
+// Coefficients kept per positive for pass B.
+template <bool EXACT>
+struct NCoef;
+template <>
+struct NCoef<false> { static constexpr int K = 3; };  // r, q, self
+template <>
+struct NCoef<true> { static constexpr int K = 6; };   // dF, dA, dC, dT, dD, self
+
+// Hot loops are compiled for several x86-64 levels (AVX-512, AVX2, baseline) and picked at
+// load time by the ifunc resolver. The clones see the same source, and no sum is split
+// across SIMD lanes and FP contraction is off (-ffp-contract=off), so every clone returns
+// bitwise the same numbers: only the speed depends on the machine.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__)
+#define RS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RS_CPU_CLONES
+#endif
+
+// What pass B reads of positive i: its score, label and coefficients.
+template <typename T>
+struct PosB {
+  T s, y, c0, c1, c2, c3, c4;
+};
+
+template <typename T, bool EXACT>
+inline PosB<T> load_pos(const T* cs, const T* py, const T* coef, int32_t i) {
+  constexpr int K = NCoef<EXACT>::K;
+  const T* c = coef + static_cast<int64_t>(i) * K;
+  return PosB<T>{cs[i], py[i], c[0], c[1], EXACT ? c[2] : T(0), EXACT ? c[3] : T(0),
+                 EXACT ? c[4] : T(0)};
+}
+
+// One term of element j's pass-B sum for positive i: H(x_ij)·coef or H'(x_ij)·coef.
+template <typename T, bool HARD, bool EXACT, bool NEG>
+inline T term_b(T sj, T yj, T wj, const PosB<T>& q, const Step<T>& p) {
+  const T x = sj - q.s;
+  if (EXACT)
+    return step_slope(x, p) * coef_b_exact(NEG, yj, wj, q.y, q.c0, q.c1, q.c2, q.c3, q.c4);
+  return step<T, HARD>(x, p) * coef_b_identity(NEG, yj, q.y, q.c0, q.c1);
+}
+
+// Pass A for positives i0 .. i0+BP-1 of one compacted row (cs: [positives | negatives]).
+// The block is padded to a multiple of 16 with copies of its last positive, so the inner
+// loops run whole vectors; the padding's results are never stored.
+template <typename T, bool HARD, bool EXACT>
+RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
+                                const T* __restrict pw, int32_t n, int32_t nn, int32_t i0,
+                                Step<T> p, T* __restrict lr, T* __restrict es,
+                                T* __restrict coef) {
+  constexpr int K = NCoef<EXACT>::K;
+  const int32_t cnt = n - i0 < BP ? n - i0 : BP;
+  const int nb = (cnt + 15) / 16 * 16;
+  alignas(64) T si[BP], yi[BP];
+  alignas(64) T F[BP], Tt[BP], Z[BP], C[BP], D[BP];
+  alignas(64) T Fd[BP], Td[BP], Zd[BP], Cd[BP], Dd[BP];
+  for (int i = 0; i < BP; ++i) {
+    const int32_t k = i0 + (i < cnt ? i : cnt - 1);
+    si[i] = cs[k];
+    yi[i] = py[k];
+    F[i] = Tt[i] = Z[i] = C[i] = D[i] = T(0);
+    Fd[i] = Td[i] = Zd[i] = Cd[i] = Dd[i] = T(0);
+  }
+  // Negatives: accumulate_a with pos_j = false is F += H (and F' += H'). Four elements per
+  // trip, added one after the other, so F_i stays the sequential sum over j.
+  const T* neg = cs + n;
+  int32_t j = 0;
+  for (; j + 4 <= nn; j += 4) {
+    const T s0 = neg[j], s1 = neg[j + 1], s2 = neg[j + 2], s3 = neg[j + 3];
+    RS_SIMD for (int i = 0; i < nb; ++i) {
+      const T x0 = s0 - si[i], x1 = s1 - si[i], x2 = s2 - si[i], x3 = s3 - si[i];
+      T f = F[i];
+      f += step<T, HARD>(x0, p);
+      f += step<T, HARD>(x1, p);
+      f += step<T, HARD>(x2, p);
+      f += step<T, HARD>(x3, p);
+      F[i] = f;
+      if (EXACT) {
+        T fd = Fd[i];
+        fd += step_slope(x0, p);
+        fd += step_slope(x1, p);
+        fd += step_slope(x2, p);
+        fd += step_slope(x3, p);
+        Fd[i] = fd;
+      }
+    }
+  }
+  for (; j < nn; ++j) {
+    const T sj = neg[j];
+    RS_SIMD for (int i = 0; i < nb; ++i) {
+      const T x = sj - si[i];
+      F[i] += step<T, HARD>(x, p);
+      if (EXACT) Fd[i] += step_slope(x, p);
+    }
+  }
+  // Positives (j = i included).
+  for (j = 0; j < n; ++j) {
+    const T sj = cs[j], yj = py[j], wj = pw[j];
+    RS_SIMD for (int i = 0; i < nb; ++i) {
+      const T x = sj - si[i];
+      const bool ge = yj >= yi[i];
+      SumsA<T> a{F[i], Tt[i], Z[i], C[i], D[i]};
+      accumulate_a(a, step<T, HARD>(x, p), true, ge, wj);
+      F[i] = a.F; Tt[i] = a.T_; Z[i] = a.Z; C[i] = a.C; D[i] = a.D;
+      if (EXACT) {
+        SumsA<T> d{Fd[i], Td[i], Zd[i], Cd[i], Dd[i]};
+        accumulate_a(d, step_slope(x, p), true, ge, wj);
+        Fd[i] = d.F; Td[i] = d.T_; Zd[i] = d.Z; Cd[i] = d.C; Dd[i] = d.D;
+      }
+    }
+  }
+  for (int i = 0; i < cnt; ++i) {
+    const SumsA<T> a{F[i], Tt[i], Z[i], C[i], D[i]};
+    T* c = coef ? coef + static_cast<int64_t>(i) * K : nullptr;
+    if (EXACT) {
+      const SumsA<T> d{Fd[i], Td[i], Zd[i], Cd[i], Dd[i]};
+      const ExactCoef<T> e = finish_exact(a, d);
+      lr[i] = e.lr;
+      es[i] = e.es;
+      if (c) { c[0] = e.dF; c[1] = e.dA; c[2] = e.dC; c[3] = e.dT; c[4] = e.dD; c[5] = e.self; }
+    } else {
+      const IdentityCoef<T> e = finish_identity(a);
+      lr[i] = e.lr;
+      es[i] = e.es;
+      if (c) { c[0] = e.r; c[1] = e.q; c[2] = e.self; }
+    }
+  }
+}
+
+// Pass B sweep of one block of BE elements over the positives listed in `act` (index
+// order): g[j] += term(i) for each i in turn, four positives per trip, so each gradient is
+// the sequential sum over i.
+template <typename T, bool HARD, bool EXACT, bool NEG>
+inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __restrict wj,
+                    T* __restrict g, const T* cs, const T* py, const T* coef,
+                    const int32_t* act, int na, const Step<T>& p) {
+  int q = 0;
+  for (; q + 4 <= na; q += 4) {
+    const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
+    const PosB<T> b = load_pos<T, EXACT>(cs, py, coef, act[q + 1]);
+    const PosB<T> c = load_pos<T, EXACT>(cs, py, coef, act[q + 2]);
+    const PosB<T> d = load_pos<T, EXACT>(cs, py, coef, act[q + 3]);
+    RS_SIMD for (int j = 0; j < BE; ++j) {
+      T acc = g[j];
+      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
+      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], b, p);
+      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], c, p);
+      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], d, p);
+      g[j] = acc;
+    }
+  }
+  for (; q < na; ++q) {
+    const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
+    RS_SIMD for (int j = 0; j < BE; ++j)
+      g[j] += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
+  }
+}
+
+// Pass B for compacted elements j0 .. j0+BE-1 of one row: negatives when j0 ≥ n, else
+// positives (items never straddle the two). Writes their gradients, already divided by n.
+template <typename T, bool HARD, bool EXACT>
+RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restrict cs,
+                                const T* __restrict py, const T* __restrict pw,
+                                const T* __restrict coef, int32_t n, int32_t nn, int32_t j0,
+                                Step<T> p, T* __restrict grad_row) {
+  constexpr int K = NCoef<EXACT>::K;
+  const bool neg = j0 >= n;
+  const int32_t end = neg ? n + nn : n;
+  const int32_t cnt = end - j0 < BE ? end - j0 : BE;
+  alignas(64) T sj[BE], yj[BE], wj[BE], g[BE];
+  T smax = -std::numeric_limits<T>::infinity();
+  for (int j = 0; j < BE; ++j) {
+    const int32_t k = j0 + (j < cnt ? j : cnt - 1);  // padded like pass A
+    sj[j] = cs[k];
+    yj[j] = neg ? T(0) : py[k];
+    wj[j] = neg ? T(0) : pw[k];
+    g[j] = T(0);
+    smax = (sj[j] != sj[j] || sj[j] > smax) ? sj[j] : smax;
+  }
+  // Positives in chunks: those with every element of the block more than δ below them
+  // contribute exact zeros and are dropped (a NaN smax drops nothing).
+  constexpr int CH = 64;
+  int32_t act[CH];
+  for (int32_t c0 = 0; c0 < n; c0 += CH) {
+    const int32_t c1 = c0 + CH < n ? c0 + CH : n;
+    int na = 0;
+    for (int32_t i = c0; i < c1; ++i)
+      if (!prunable(smax, cs[i] - p.delta)) act[na++] = i;
+    if (neg)
+      sweep_b<T, HARD, EXACT, true>(sj, yj, wj, g, cs, py, coef, act, na, p);
+    else
+      sweep_b<T, HARD, EXACT, false>(sj, yj, wj, g, cs, py, coef, act, na, p);
+  }
+  const T nf = T(n);
+  for (int j = 0; j < cnt; ++j) {
+    const T self = neg ? T(0) : coef[static_cast<int64_t>(j0 + j) * K + (K - 1)];
+    grad_row[idx[j0 + j]] = neg ? g[j] / nf : (self + g[j]) / nf;
+  }
+}
+
+template <typename T, bool HARD, bool EXACT>
+void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need_grad,
+         T* rank, T* sort, int32_t* npos_out, T* grad, int nthreads) {
+  constexpr int K = NCoef<EXACT>::K;
+  const Step<T> p{delta, HARD ? T(0) : T(1) / (T(2) * delta)};
+  Workspace<T> w;
+  w.idx.resize(static_cast<size_t>(M * L));
+  w.cs.resize(static_cast<size_t>(M * L));
+  w.npos.assign(static_cast<size_t>(M), 0);
+  w.nneg.assign(static_cast<size_t>(M), 0);
+
+  // prep: compaction and row-level pruning (MATH.md: s_j < min_{i∈P} s_i − δ ⇒ H = H' = 0).
+  parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
+    const T* sr = s + r * L;
+    const T* yr = y + r * L;
+    int32_t* idx = w.idx.data() + r * L;
+    T* cs = w.cs.data() + r * L;
+    int32_t n = 0;
+    T smin = std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < L; ++j) {
+      if (yr[j] > tau) {
+        idx[n] = static_cast<int32_t>(j);
+        cs[n] = sr[j];
+        smin = nan_min(sr[j], smin);
+        ++n;
+      }
+    }
+    int32_t nn = 0;
+    if (n > 0) {
+      const T thr = smin - delta;
+      for (int64_t j = 0; j < L; ++j) {
+        if (!(yr[j] > tau) && !prunable(sr[j], thr)) {
+          idx[n + nn] = static_cast<int32_t>(j);
+          cs[n + nn] = sr[j];
+          ++nn;
+        }
+      }
+    }
+    w.npos[r] = n;
+    w.nneg[r] = nn;
+    if (need_grad) std::memset(grad + r * L, 0, sizeof(T) * static_cast<size_t>(L));
+  });
+
+  // Per-positive arrays, and the pass-A item list.
+  w.poff.resize(static_cast<size_t>(M) + 1);
+  w.poff[0] = 0;
+  std::vector<int64_t> items_a;  // (row << 32 | block)
+  for (int64_t r = 0; r < M; ++r) {
+    w.poff[r + 1] = w.poff[r] + w.npos[r];
+    for (int32_t b = 0; b * BP < w.npos[r]; ++b) items_a.push_back((r << 32) | b);
+  }
+  const int64_t ptot = w.poff[M];
+  w.py.resize(static_cast<size_t>(ptot));
+  w.pw.resize(static_cast<size_t>(ptot));
+  w.lr.resize(static_cast<size_t>(ptot));
+  w.es.resize(static_cast<size_t>(ptot));
+  if (need_grad) w.coef.resize(static_cast<size_t>(ptot * K));
+  for (int64_t r = 0; r < M; ++r) {
+    const int32_t* idx = w.idx.data() + r * L;
+    for (int32_t k = 0; k < w.npos[r]; ++k) {
+      const T yk = y[r * L + idx[k]];
+      w.py[w.poff[r] + k] = yk;
+      w.pw[w.poff[r] + k] = T(1) - yk;
+    }
+  }
+
+  // Pair evaluations of each pass, to size the thread count.
+  double pairs = 0;
+  for (int64_t r = 0; r < M; ++r) pairs += static_cast<double>(w.npos[r]) * (w.npos[r] + w.nneg[r]);
+
+  // pass A
+  parallel_for(static_cast<int64_t>(items_a.size()), threads_for(pairs, nthreads), [&](int64_t it) {
+    const int64_t r = items_a[it] >> 32;
+    const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
+    const int64_t o = w.poff[r] + i0;
+    pass_a_block<T, HARD, EXACT>(w.cs.data() + r * L, w.py.data() + w.poff[r],
+                                 w.pw.data() + w.poff[r], w.npos[r], w.nneg[r], i0, p,
+                                 w.lr.data() + o, w.es.data() + o,
+                                 need_grad ? w.coef.data() + o * K : nullptr);
+  });
+
+  // Rows: means over positives in index order.
+  for (int64_t r = 0; r < M; ++r) {
+    const int32_t n = w.npos[r];
+    npos_out[r] = n;
+    T sr = T(0), ss = T(0);
+    for (int32_t k = 0; k < n; ++k) {
+      sr += w.lr[w.poff[r] + k];
+      ss += w.es[w.poff[r] + k];
+    }
+    rank[r] = n > 0 ? sr / T(n) : T(0);
+    sort[r] = n > 0 ? ss / T(n) : T(0);
+  }
+  if (!need_grad) return;
+
+  // pass B items: per row, blocks over the surviving negatives, then over the positives.
+  std::vector<int64_t> items_b;  // (row << 32 | start in the compacted row)
+  for (int64_t r = 0; r < M; ++r) {
+    const int32_t n = w.npos[r], nn = w.nneg[r];
+    for (int32_t j = n; j < n + nn; j += BE) items_b.push_back((r << 32) | j);
+    for (int32_t j = 0; j < n; j += BE) items_b.push_back((r << 32) | j);
+  }
+  parallel_for(static_cast<int64_t>(items_b.size()), threads_for(pairs, nthreads), [&](int64_t it) {
+    const int64_t r = items_b[it] >> 32;
+    const int32_t j0 = static_cast<int32_t>(items_b[it] & 0xffffffff);
+    pass_b_block<T, HARD, EXACT>(w.idx.data() + r * L, w.cs.data() + r * L,
+                                 w.py.data() + w.poff[r], w.pw.data() + w.poff[r],
+                                 w.coef.data() + w.poff[r] * K, w.npos[r], w.nneg[r], j0, p,
+                                 grad + r * L);
+  });
+}
+
+template <typename T>
+void dispatch(const void* scores, const void* labels, int64_t M, int64_t L, double delta,
+              double pos_thr, bool exact, bool need_grad, void* rank, void* sort,
+              int32_t* npos, void* grad, int nthreads) {
+  const T* s = static_cast<const T*>(scores);
+  const T* y = static_cast<const T*>(labels);
+  T* rk = static_cast<T*>(rank);
+  T* st = static_cast<T*>(sort);
+  T* g = static_cast<T*>(grad);
+  const T d = static_cast<T>(delta), tau = static_cast<T>(pos_thr);
+  if (exact)
+    run<T, false, true>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads);
+  else if (delta > 0)
+    run<T, false, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads);
+  else
+    run<T, true, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads);
+}
+
+}  // namespace
+
+void rank_sort_cpu(const void* scores, const void* labels, int64_t M, int64_t L,
+                   bool is_double, double delta, double pos_thr, bool exact, bool need_grad,
+                   void* rank, void* sort, int32_t* npos, void* grad, int num_threads) {
+  if (M <= 0) return;
+  if (is_double)
+    dispatch<double>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
+                     grad, num_threads);
+  else
+    dispatch<float>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
+                    grad, num_threads);
+}
+
+}  // namespace rspose

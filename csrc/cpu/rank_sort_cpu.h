@@ -1,0 +1,14 @@
+#pragma once
+#include <cstdint>
+
+namespace rspose {
+
+// The Rank & Sort core on the CPU (contract: rspose_kernels/backends/__init__.py).
+// scores, labels: [M, L] contiguous, both float32 (is_double false) or both float64.
+// rank, sort: [M] in that dtype; npos: [M] int32; grad: [M, L] in that dtype, written only
+// when need_grad (may be null otherwise). Results are bitwise independent of num_threads.
+void rank_sort_cpu(const void* scores, const void* labels, int64_t M, int64_t L,
+                   bool is_double, double delta, double pos_thr, bool exact, bool need_grad,
+                   void* rank, void* sort, int32_t* npos, void* grad, int num_threads);
+
+}  // namespace rspose

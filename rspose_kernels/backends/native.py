@@ -1,0 +1,91 @@
+"""The `cpu` and `cuda` backends: the compiled kernels of ``rspose_kernels._C`` (csrc/).
+
+Contract: rspose_kernels/backends/__init__.py. This module allocates every tensor (outputs,
+and the CUDA workspace, through torch's caching allocator) and hands raw pointers, sizes, a
+dtype code and the current stream to ``_C``, which links no torch. Importing it raises
+ImportError when ``_C`` was not built; dispatch then treats both backends as absent.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+try:
+    from rspose_kernels import _C
+except ImportError as exc:  # pragma: no cover - depends on the build
+    raise ImportError(f"rspose_kernels._C is not built ({exc}); the 'cpu' and 'cuda' "
+                      "backends are unavailable (pip install -e . with cmake, ninja and "
+                      "pybind11 present builds it)") from exc
+
+_DTYPE_CODE = {
+    torch.float32: _C.FLOAT32,
+    torch.float64: _C.FLOAT64,
+    torch.float16: _C.FLOAT16,
+    torch.bfloat16: _C.BFLOAT16,
+}
+
+
+def is_available(device_type: str) -> bool:
+    if device_type == "cpu":
+        return True
+    if device_type == "cuda":
+        return _cuda_usable()
+    return False
+
+
+@lru_cache(maxsize=None)
+def _cuda_usable() -> bool:
+    # _C's own runtime must see the devices too: a driver older than the CUDA _C was built
+    # with shows none, and the backend is then simply unavailable.
+    return bool(_C.has_cuda()) and torch.cuda.is_available() and _C.cuda_device_count() > 0
+
+
+def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
+    if scores.device.type == "cuda":
+        return _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad)
+    return _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad)
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad):
+    acc = _acc(scores.dtype)
+    # The CPU kernel computes in float32/float64; half scores are widened here (exactly).
+    s = scores.to(acc).contiguous()
+    y = labels.to(acc).contiguous()
+    m, l = s.shape
+    rank = torch.empty(m, dtype=acc)
+    sort = torch.empty(m, dtype=acc)
+    npos = torch.empty(m, dtype=torch.int32)
+    grad = torch.empty((m, l) if need_grad else (0,), dtype=acc)
+    _C.rank_sort_cpu(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[acc], float(delta),
+                     float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
+                     sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
+                     torch.get_num_threads())
+    if need_grad and grad.dtype != scores.dtype:
+        grad = grad.to(scores.dtype)
+    return rank, sort, npos, grad
+
+
+def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad):
+    acc = _acc(scores.dtype)
+    s = scores.contiguous()
+    y = labels.to(acc).contiguous()
+    m, l = s.shape
+    dev = s.device
+    rank = torch.empty(m, dtype=acc, device=dev)
+    sort = torch.empty(m, dtype=acc, device=dev)
+    npos = torch.empty(m, dtype=torch.int32, device=dev)
+    grad = torch.empty((m, l) if need_grad else (0,), dtype=s.dtype, device=dev)
+    nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad))
+    work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(dev).cuda_stream
+    _C.rank_sort_cuda(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[s.dtype], float(delta),
+                      float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
+                      sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
+                      work.data_ptr(), nbytes, stream, index)
+    return rank, sort, npos, grad

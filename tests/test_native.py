@@ -1,0 +1,291 @@
+"""The native backends (`cpu`: csrc/cpu, `cuda`: csrc/cuda, through rspose_kernels._C) against
+the torch reference (same contract, rspose_kernels.backends).
+
+Everything skips when ``_C`` was not built; the "cuda" parametrisations skip without a GPU or
+without CUDA compiled into ``_C``. The shapes include lengths and positive counts on both
+sides of every kernel block size (CPU: 64 positives / 256 elements per item; CUDA: 32 or 64
+positives per pass-A CTA, 256-element tiles, 1024 elements per pass-B CTA, 256-positive
+tiles), so ragged last blocks and multi-block rows run on CPU and GPU alike.
+"""
+import math
+
+import pytest
+import torch
+
+import rspose_kernels as rk
+from rspose_kernels.backends import torch_ref
+from rspose_kernels.dispatch import resolve_backend
+from rspose_kernels.testing import (DELTAS, ROW_CASES, TOLERANCES, heatmap_case, random_rows,
+                                    row_case, shape_case)
+
+native = pytest.importorskip(
+    "rspose_kernels.backends.native",
+    reason="rspose_kernels._C is not built (pip install -e . with cmake, ninja, pybind11)")
+
+CUDA_OK = torch.cuda.is_available() and native.is_available("cuda")
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not CUDA_OK, reason="needs a GPU and rspose_kernels._C built with CUDA")]),
+]
+MODES = [("identity", False), ("exact", True)]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def both(scores, labels, delta, exact, *, pos_thr=0.0, need_grad=True):
+    labels = labels.to(acc_dtype(scores.dtype))
+    got = native.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
+    # The reference on the same (possibly rounded) scores, on the CPU.
+    want = torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), delta, pos_thr, exact,
+                                    need_grad)
+    return got, want
+
+
+def assert_parity(got, want, dtype, need_grad=True):
+    rtol, atol = TOLERANCES[dtype]
+    rank, sort, npos, grad = got
+    assert rank.dtype == sort.dtype == acc_dtype(dtype)
+    assert npos.dtype == torch.int32
+    assert torch.equal(npos.cpu(), want[2].cpu())
+    pairs = [(rank, want[0]), (sort, want[1])]
+    if need_grad:
+        assert grad.dtype == dtype
+        pairs.append((grad, want[3]))
+    else:
+        assert grad.shape == (0,)
+    for a, b in pairs:
+        assert a.shape == b.shape
+        torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=rtol, atol=atol,
+                                   equal_nan=True)
+
+
+def skip_exact_hard(exact, delta):
+    if exact and delta == 0:
+        pytest.skip("the exact gradient needs delta > 0")
+
+
+# --- parity with the torch reference ----------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("delta", DELTAS)
+@pytest.mark.parametrize("case", sorted(ROW_CASES))
+def test_row_cases_match_torch(case, delta, mode, device):
+    skip_exact_hard(mode[1], delta)
+    scores, labels = row_case(case, seed=3, device=device)
+    assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dtypes_match_torch(dtype, mode, device):
+    scores, labels = random_rows(7, 301, seed=5, pos_frac=0.3, ties=True, empty_rows=1,
+                                 all_pos_rows=1, dtype=dtype, device=device)
+    assert_parity(*both(scores, labels, 0.5, mode[1]), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("length", [2, 3, 31, 33, 63, 65, 255, 257, 1023, 1025, 1500])
+def test_odd_lengths_match_torch(length, device):
+    # Positive counts from ~1 to ~750 cross every positive-block size; the all-positive row
+    # has `length` positives.
+    scores, labels = random_rows(4, length, seed=length, pos_frac=0.5, empty_rows=1,
+                                 all_pos_rows=1, device=device)
+    for delta, exact in ((0.0, False), (0.5, False), (0.25, True)):
+        assert_parity(*both(scores, labels, delta, exact), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("regime", ["init", "trained"])
+def test_heatmaps_match_torch(regime, mode, device):
+    # mmpose-style targets; "trained" makes most negatives prunable (tile pruning runs).
+    heatmaps, targets, _ = heatmap_case(2, 3, 40, 30, 2.0, regime=regime, seed=7,
+                                        device=device)
+    scores, labels = heatmaps.reshape(6, -1), targets.reshape(6, -1)
+    for delta in (0.25, 1.0):
+        assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pos_thr", [-0.5, 0.3, 0.999])
+def test_positive_threshold_matches_torch(pos_thr, device):
+    # -0.5: every element is a positive, zero labels included; 0.999: few or none.
+    scores, labels = random_rows(5, 70, seed=8, pos_frac=0.6, device=device)
+    for exact in (False, True):
+        assert_parity(*both(scores, labels, 0.5, exact, pos_thr=pos_thr), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+def test_without_gradient(mode, device):
+    scores, labels = random_rows(5, 90, seed=9, pos_frac=0.3, empty_rows=1, device=device)
+    got, want = both(scores, labels, 0.5, mode[1], need_grad=False)
+    assert_parity(got, want, torch.float32, need_grad=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_scores_and_wide_delta(device):
+    # Scores spread over ±1e3 (most pairs saturate) and a δ wider than the spread.
+    scores, labels = random_rows(4, 200, seed=10, pos_frac=0.2, scale=1e3, device=device)
+    for delta in (0.5, 1e4):
+        for exact in (False, True):
+            assert_parity(*both(scores, labels, delta, exact), torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_scores_give_nan_losses(device):
+    scores, labels = random_rows(4, 50, seed=11, pos_frac=0.3, device=device)
+    scores[1, 7] = math.nan
+    labels[2, 3] = 0.7
+    scores[2, 3] = math.nan  # a NaN positive
+    rank, sort, npos, grad = native.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    loss = (rank + sort).cpu()
+    assert torch.isnan(loss[1]) and torch.isnan(loss[2])
+    assert torch.isfinite(loss[[0, 3]]).all()
+    want = torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), 0.5, 0.0, False, True)
+    torch.testing.assert_close(loss[[0, 3]].double(), (want[0] + want[1])[[0, 3]].double(),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad[[0, 3]].cpu(), want[3][[0, 3]], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_rows_and_empty_rows(device):
+    scores = torch.randn(0, 5, device=device)
+    rank, sort, npos, grad = native.rank_sort_rows(scores, torch.zeros_like(scores), 0.5, 0.0,
+                                                   False, True)
+    assert rank.shape == sort.shape == npos.shape == (0,) and grad.shape == (0, 5)
+    scores = torch.randn(3, 40, device=device)
+    rank, sort, npos, grad = native.rank_sort_rows(scores, torch.zeros_like(scores), 0.5, 0.0,
+                                                   True, True)
+    assert not rank.any() and not sort.any() and not npos.any() and not grad.any()
+
+
+# --- through the public API ---------------------------------------------------------------
+
+def test_auto_takes_cpu_when_built():
+    assert "cpu" in rk.available_backends("cpu")
+    assert resolve_backend("auto", "cpu") == "cpu"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grad_mode", ["identity", "exact"])
+def test_public_api_matches_torch(grad_mode, device):
+    backend = "cpu" if device == "cpu" else "cuda"
+    base, labels = random_rows(6, 80, seed=12, pos_frac=0.3, empty_rows=1, dtype=torch.float64,
+                               device=device)
+    weight = torch.tensor([1.0, 0.5, 0.0, 2.0, 1.0, 3.0], dtype=torch.float64, device=device)
+    grads, losses = [], []
+    for name in (backend, "torch"):
+        scores = base.reshape(2, 3, 80).transpose(0, 1).detach().clone().requires_grad_(True)
+        out = rk.rank_sort_loss(scores, labels.reshape(2, 3, 80).transpose(0, 1),
+                                weight=weight.reshape(2, 3).t(), grad_mode=grad_mode,
+                                backend=name)
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append(scores.grad)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+
+
+def test_gradcheck_exact_float64():
+    scores, labels = random_rows(3, 12, seed=13, pos_frac=0.5, dtype=torch.float64)
+    scores.requires_grad_(True)
+    torch.autograd.gradcheck(
+        lambda s: rk.rank_sort_loss(s, labels, grad_mode="exact", delta=1.0,
+                                    backend="cpu").loss, (scores,))
+
+
+# --- determinism ----------------------------------------------------------------------------
+
+def _big_case(device):
+    # Enough rows, positives and elements that the work splits into many items / CTAs.
+    heatmaps, targets, _ = heatmap_case(2, 5, 48, 40, 3.0, seed=14, device=device)
+    return heatmaps.reshape(10, -1), targets.reshape(10, -1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+def test_bitwise_deterministic(mode, device):
+    scores, labels = _big_case(device)
+    first = native.rank_sort_rows(scores, labels, 0.5, 0.0, mode[1], True)
+    for _ in range(3):
+        again = native.rank_sort_rows(scores, labels, 0.5, 0.0, mode[1], True)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_same_bits_for_any_thread_count(dtype, mode):
+    scores, labels = _big_case("cpu")
+    scores = scores.to(dtype)
+    labels = labels.to(acc_dtype(dtype))
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3, max(saved, 4)):
+            torch.set_num_threads(threads)
+            results.append(native.rank_sort_rows(scores, labels, 0.5, 0.0, mode[1], True))
+    finally:
+        torch.set_num_threads(saved)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+# --- sizes ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_large_shape_runs_on_cpu():
+    heatmaps, targets, _ = shape_case("large")
+    rows = heatmaps.reshape(-1, heatmaps.shape[-2] * heatmaps.shape[-1])
+    rank, sort, npos, grad = native.rank_sort_rows(rows, targets.reshape(rows.shape), 0.5,
+                                                   0.0, False, True)
+    assert torch.isfinite(rank).all() and torch.isfinite(sort).all()
+    assert torch.isfinite(grad).all() and grad.shape == rows.shape
+    # One row against the reference (the whole shape is too slow for it).
+    k = int(torch.argmax(npos))
+    want = torch_ref.rank_sort_rows(rows[k:k + 1], targets.reshape(rows.shape)[k:k + 1], 0.5,
+                                    0.0, False, True)
+    torch.testing.assert_close(rank[k:k + 1], want[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad[k:k + 1], want[3], rtol=1e-4, atol=1e-6)
+
+
+# --- CUDA only --------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_OK, reason="needs a GPU and rspose_kernels._C built with CUDA")
+def test_cuda_path_never_syncs():
+    scores, labels = random_rows(8, 500, seed=15, pos_frac=0.1, empty_rows=1, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for exact in (False, True):
+            native.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
+        s = scores.detach().clone().requires_grad_(True)
+        out = rk.rank_sort_loss(s, labels, backend="cuda")
+        out.loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_OK, reason="needs a GPU and rspose_kernels._C built with CUDA")
+def test_cuda_runs_on_a_side_stream():
+    scores, labels = random_rows(6, 700, seed=16, pos_frac=0.2, device="cuda")
+    want = native.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = native.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    torch.cuda.current_stream().wait_stream(stream)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
