@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rspose_kernels as rk
-from rspose_kernels.testing import ROW_CASES, row_case
+from rspose_kernels.testing import row_case
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

@@ -14,69 +14,30 @@ import torch
 
 import rspose_kernels as rk
 from rspose_kernels.backends import torch_ref
+from rspose_kernels.ops import accumulation_dtype
+from parity import (MODE_DELTAS, MODES, against_reference, assert_parity, device_params,
+                    require)
 from rspose_kernels.dispatch import resolve_backend
-from rspose_kernels.testing import (DELTAS, ROW_CASES, TOLERANCES, heatmap_case, random_rows,
-                                    row_case, shape_case)
+from rspose_kernels.testing import ROW_CASES, heatmap_case, random_rows, row_case, shape_case
 
-native = pytest.importorskip(
-    "rspose_kernels.backends.native",
-    reason="rspose_kernels._C is not built (pip install -e . with cmake, ninja, pybind11)")
+native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
+                 "rspose_kernels._C is not built (pip install -e . with cmake, ninja, pybind11)")
 
 CUDA_OK = torch.cuda.is_available() and native.is_available("cuda")
-
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-        not CUDA_OK, reason="needs a GPU and rspose_kernels._C built with CUDA")]),
-]
-MODES = [("identity", False), ("exact", True)]
+DEVICES = device_params(True, "", CUDA_OK, "rspose_kernels._C was built without CUDA")
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
-def acc_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def both(scores, labels, delta, exact, *, pos_thr=0.0, need_grad=True):
-    labels = labels.to(acc_dtype(scores.dtype))
-    got = native.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
-    # The reference on the same (possibly rounded) scores, on the CPU.
-    want = torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), delta, pos_thr, exact,
-                                    need_grad)
-    return got, want
-
-
-def assert_parity(got, want, dtype, need_grad=True):
-    rtol, atol = TOLERANCES[dtype]
-    rank, sort, npos, grad = got
-    assert rank.dtype == sort.dtype == acc_dtype(dtype)
-    assert npos.dtype == torch.int32
-    assert torch.equal(npos.cpu(), want[2].cpu())
-    pairs = [(rank, want[0]), (sort, want[1])]
-    if need_grad:
-        assert grad.dtype == dtype
-        pairs.append((grad, want[3]))
-    else:
-        assert grad.shape == (0,)
-    for a, b in pairs:
-        assert a.shape == b.shape
-        torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=rtol, atol=atol,
-                                   equal_nan=True)
-
-
-def skip_exact_hard(exact, delta):
-    if exact and delta == 0:
-        pytest.skip("the exact gradient needs delta > 0")
+def both(scores, labels, delta, exact, **kw):
+    return against_reference(native.rank_sort_rows, scores, labels, delta, exact, **kw)
 
 
 # --- parity with the torch reference ----------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
-@pytest.mark.parametrize("delta", DELTAS)
+@pytest.mark.parametrize("mode,delta", MODE_DELTAS)
 @pytest.mark.parametrize("case", sorted(ROW_CASES))
 def test_row_cases_match_torch(case, delta, mode, device):
-    skip_exact_hard(mode[1], delta)
     scores, labels = row_case(case, seed=3, device=device)
     assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
 
@@ -226,7 +187,7 @@ def test_bitwise_deterministic(mode, device):
 def test_cpu_same_bits_for_any_thread_count(dtype, mode):
     scores, labels = _big_case("cpu")
     scores = scores.to(dtype)
-    labels = labels.to(acc_dtype(dtype))
+    labels = labels.to(accumulation_dtype(dtype))
     saved = torch.get_num_threads()
     try:
         results = []

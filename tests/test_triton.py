@@ -11,58 +11,28 @@ import math
 import pytest
 import torch
 
-from rspose_kernels.backends import torch_ref
-from rspose_kernels.testing import (DELTAS, ROW_CASES, SHAPES, TOLERANCES, heatmap_case,
-                                    random_rows, row_case, shape_case)
+from parity import MODE_DELTAS, against_reference, assert_parity, device_params, require
+from rspose_kernels.testing import (ROW_CASES, SHAPES, heatmap_case, random_rows, row_case,
+                                    shape_case)
 
-tk = pytest.importorskip("rspose_kernels.backends.triton_kernels")
-
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(
-        not tk.is_available("cpu"), reason="CPU needs the interpreter (TRITON_INTERPRET=1)")),
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-        not torch.cuda.is_available() or tk._INTERPRETED,
-        reason="needs a GPU and compiled kernels (TRITON_INTERPRET unset or 0)")]),
-]
+tk = require("rspose_kernels.backends.triton_kernels", "RSPOSE_REQUIRE_TRITON",
+             "triton is not installed")
+DEVICES = device_params(tk.is_available("cpu"), "CPU needs the interpreter (TRITON_INTERPRET=1)",
+                        not tk._INTERPRETED, "compiled kernels need TRITON_INTERPRET unset or 0")
 
 # Tiles far smaller than the rows below: several tiles per row (ragged last ones), several
 # positive blocks per row and fewer programs than blocks (the strided loops).
 TINY = tk.Blocks(compact=16, a_pos=4, a_neg=8, a_pp=4, b_neg=8, b_neg_pos=4, b_pos=4,
                  b_pos_pos=4, programs=2)
 
-MODES = [("identity", False), ("exact", True)]
-
-
-def acc_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def both(scores, labels, delta, exact, *, pos_thr=0.0, need_grad=True, blocks=None):
-    labels = labels.to(acc_dtype(scores.dtype))
-    got = tk.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, blocks=blocks)
-    want = torch_ref.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
-    return got, want
-
-
-def assert_parity(got, want, dtype):
-    rtol, atol = TOLERANCES[dtype]
-    rank, sort, npos, grad = got
-    assert rank.dtype == sort.dtype == acc_dtype(dtype)
-    assert npos.dtype == torch.int32 and grad.dtype == dtype
-    assert torch.equal(npos.cpu(), want[2].cpu())
-    for a, b in ((rank, want[0]), (sort, want[1]), (grad, want[3])):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=rtol, atol=atol,
-                                   equal_nan=True)
+def both(scores, labels, delta, exact, **kw):
+    return against_reference(tk.rank_sort_rows, scores, labels, delta, exact, **kw)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
-@pytest.mark.parametrize("delta", DELTAS)
+@pytest.mark.parametrize("mode,delta", MODE_DELTAS)
 @pytest.mark.parametrize("case", sorted(ROW_CASES))
 def test_row_cases_match_torch(case, delta, mode, device):
-    if mode[1] and delta == 0:
-        pytest.skip("the exact gradient needs delta > 0")
     scores, labels = row_case(case, seed=3, device=device)
     assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
 

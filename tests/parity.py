@@ -1,0 +1,59 @@
+"""Shared by the backend parity tests: devices, the valid (mode, δ) grid, and the comparison
+of a backend's ``rank_sort_rows`` with the torch reference on the same inputs."""
+import importlib
+import os
+
+import pytest
+import torch
+
+from rspose_kernels.backends import torch_ref
+from rspose_kernels.ops import accumulation_dtype
+from rspose_kernels.testing import DELTAS, TOLERANCES
+
+MODES = [("identity", False), ("exact", True)]
+# The exact gradient needs δ > 0 (an error, tested on its own), so that point is not in the grid.
+MODE_DELTAS = [pytest.param(mode, delta, id=f"{mode[0]}-{delta}")
+               for mode in MODES for delta in DELTAS if not (mode[1] and delta == 0)]
+
+
+def require(module: str, env: str, reason: str):
+    """The backend module, or a skip; where ``env`` is "1" (CI) its absence fails instead."""
+    if os.environ.get(env) == "1":
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=reason)
+
+
+def device_params(cpu_ok: bool, cpu_reason: str, cuda_ok: bool, cuda_reason: str):
+    """Run on CPU where the backend can, on CUDA only where a GPU is (else not at all)."""
+    params = [pytest.param("cpu", marks=pytest.mark.skipif(not cpu_ok, reason=cpu_reason))]
+    if torch.cuda.is_available():
+        params.append(pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+            not cuda_ok, reason=cuda_reason)]))
+    return params
+
+
+def against_reference(fn, scores, labels, delta, exact, *, pos_thr=0.0, need_grad=True, **kw):
+    """(backend result, reference result) on the same (possibly rounded) scores."""
+    labels = labels.to(accumulation_dtype(scores.dtype))
+    got = fn(scores, labels, delta, pos_thr, exact, need_grad, **kw)
+    want = torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), delta, pos_thr, exact,
+                                    need_grad)
+    return got, want
+
+
+def assert_parity(got, want, dtype, need_grad=True):
+    rtol, atol = TOLERANCES[dtype]
+    rank, sort, npos, grad = got
+    assert rank.dtype == sort.dtype == accumulation_dtype(dtype)
+    assert npos.dtype == torch.int32
+    assert torch.equal(npos.cpu(), want[2].cpu())
+    pairs = [(rank, want[0]), (sort, want[1])]
+    if need_grad:
+        assert grad.dtype == dtype
+        pairs.append((grad, want[3]))
+    else:
+        assert grad.shape == (0,)
+    for a, b in pairs:
+        assert a.shape == b.shape
+        torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=rtol, atol=atol,
+                                   equal_nan=True)
