@@ -9,7 +9,8 @@ from torch import Tensor
 
 from . import checks
 from .dispatch import resolve_backend
-from .ops import accumulation_dtype, rank_sort_rows
+from .backends import accumulation_dtype
+from .ops import rank_sort_rows
 
 # Defaults the paper does not state; ours (README, "Defaults").
 DEFAULT_DELTA = 0.5

@@ -12,11 +12,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .backends import accumulation_dtype
 from .dispatch import backend_fn
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @torch.library.custom_op("rspose_kernels::rank_sort_rows", mutates_args=())

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checks
+from .backends import accumulation_dtype
 from .dispatch import BACKEND_NAMES
 from .losses import (DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
                      rank_sort_loss, simcc_rs_loss, spatial_rs_loss)
@@ -94,7 +95,7 @@ def _max_with_index(scores: Tensor):
 def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tensor,
                 area: Tensor, delta: float, backend: str) -> Tensor:
     """Sort part of the core over the items of [B, K]: confidence vs OKS quality."""
-    acc = torch.float64 if confidence.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(confidence.dtype)
     with torch.no_grad():
         kappa = 2 * sigmas                                           # [K]
         oks = torch.exp(-sq_dist / (2 * area[:, None] * kappa[None, :] ** 2))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rspose_kernels.backends import torch_ref
-from rspose_kernels.ops import accumulation_dtype
+from rspose_kernels.backends import accumulation_dtype
 from rspose_kernels.testing import DELTAS, TOLERANCES
 
 MODES = [("identity", False), ("exact", True)]

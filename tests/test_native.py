@@ -14,7 +14,7 @@ import torch
 
 import rspose_kernels as rk
 from rspose_kernels.backends import torch_ref
-from rspose_kernels.ops import accumulation_dtype
+from rspose_kernels.backends import accumulation_dtype
 from parity import (MODE_DELTAS, MODES, against_reference, assert_parity, device_params,
                     require)
 from rspose_kernels.dispatch import resolve_backend

@@ -20,3 +20,9 @@ place that picks one.
             |P|; an empty tensor of shape [0] when ``need_grad`` is False.
 Inputs are validated before a backend is called; backends check nothing.
 """
+import torch
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a backend sums in: float64 for float64 scores, float32 for every other dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

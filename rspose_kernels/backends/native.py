@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import torch
 
+from . import accumulation_dtype
+
 try:
     from rspose_kernels import _C
 except ImportError as exc:  # pragma: no cover - depends on the build
@@ -47,12 +49,8 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
     return _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad)
 
 
-def _acc(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad):
-    acc = _acc(scores.dtype)
+    acc = accumulation_dtype(scores.dtype)
     # The CPU kernel computes in float32/float64; half scores are widened here (exactly).
     s = scores.to(acc).contiguous()
     y = labels.to(acc).contiguous()
@@ -71,7 +69,7 @@ def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad):
 
 
 def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad):
-    acc = _acc(scores.dtype)
+    acc = accumulation_dtype(scores.dtype)
     s = scores.contiguous()
     y = labels.to(acc).contiguous()
     m, l = s.shape

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from . import accumulation_dtype
+
 EPS = 1e-10
 PAIR_BUDGET = 1 << 22
 
@@ -43,7 +45,7 @@ def step_slope(x: torch.Tensor, delta: float) -> torch.Tensor:
 
 
 def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
-    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(scores.dtype)
     s = scores.to(acc)
     y = labels.to(acc)
     m, l = s.shape
