@@ -1,8 +1,7 @@
 #pragma once
-// The CUDA kernels of the Rank & Sort core; see rank_sort_cuda.cu for the launch sequence.
-// Include after <cuda_runtime.h>, <cuda_fp16.h> and <cuda_bf16.h>. Kept apart from the
-// launches (which need nvcc's <<< >>>) so the kernel bodies can also be exercised by a
-// host-side emulation of the CUDA execution model when no GPU is at hand.
+// The CUDA kernels of the Rank & Sort core; see rank_sort_launch.cuh for the launch sequence.
+// Include after <cuda_runtime.h>, <cuda_fp16.h> and <cuda_bf16.h>. Free of nvcc's <<< >>>, so
+// g++ can also compile them against the host emulation of tests/cuda_emu (no GPU needed).
 #include <climits>
 #include <cstdint>
 

@@ -1,0 +1,235 @@
+// Runs the CUDA backend's real kernels and launch sequence (csrc/cuda/rank_sort_launch.cuh)
+// on the host, under the emulation of the CUDA execution model in shim/cuda_shim.h, and
+// compares every output with the CPU kernel (csrc/cpu). Built and run by
+// tests/test_cuda_emulated.py; by hand, from the repository root:
+//   g++ -std=c++20 -O2 -Icsrc -Itests/cuda_emu/shim tests/cuda_emu/emu_test.cpp
+//       csrc/cpu/rank_sort_cpu.cpp -o /tmp/emu_test && /tmp/emu_test
+// What this checks: the kernels' logic, barriers and warp exchanges as the model orders them,
+// grid-stride loops, launch configurations, and no writes outside the output buffers (guard
+// bytes). What it cannot see (data races, memory errors, timing) is compute-sanitizer's job
+// on a GPU: see the shim's header.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/rank_sort_cpu.h"
+#include "cuda/rank_sort_launch.cuh"
+
+using namespace rspose;
+using namespace rspose::cuda_detail;
+
+namespace {
+
+constexpr unsigned kNoCap = 0xffffffffu;
+long g_ctas = 0;
+
+// The Launch of rank_sort_launch.cuh. Grids are clamped to caps after the requested grid is
+// checked: every kernel grid-strides, so it must give the same result on any smaller grid,
+// and small caps are how the strided paths get exercised at test sizes.
+struct EmuLaunch {
+  unsigned gx_cap, gy_cap;
+  template <typename... P, typename... Args>
+  std::string operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
+                         Args... args) const {
+    std::string err = emu::check_config(grid, block);
+    if (err.empty()) {
+      const dim3 run(grid.x < gx_cap ? grid.x : gx_cap, grid.y < gy_cap ? grid.y : gy_cap, grid.z);
+      g_ctas += static_cast<long>(run.x) * run.y * run.z;
+      err = emu::launch(kernel, run, block, args...);
+    }
+    return err.empty() ? err : std::string(name) + ": " + err;
+  }
+};
+
+// A buffer with guard bytes on both sides, to catch writes past its ends.
+template <typename T>
+struct Guarded {
+  static constexpr size_t kGuard = 64 * sizeof(T);
+  std::vector<unsigned char> buf;
+  size_t n;
+  Guarded(size_t n_, T fill) : buf(n_ * sizeof(T) + 2 * kGuard, 0xA5), n(n_) {
+    for (size_t i = 0; i < n; ++i) data()[i] = fill;
+  }
+  T* data() { return reinterpret_cast<T*>(buf.data() + kGuard); }
+  bool intact() const {
+    for (size_t i = 0; i < kGuard; ++i)
+      if (buf[i] != 0xA5 || buf[buf.size() - 1 - i] != 0xA5) return false;
+    return true;
+  }
+};
+
+struct Case {
+  const char* what;
+  int dtype;
+  int64_t M, L;
+  double delta;
+  bool exact, need_grad;
+  double pos_thr, pos_frac;
+  bool ties, trained, nan;
+  unsigned gx_cap, gy_cap;
+};
+
+const char* dtype_name(int d) {
+  return d == kFloat32 ? "f32" : d == kFloat64 ? "f64" : d == kFloat16 ? "f16" : "bf16";
+}
+
+long g_values = 0;
+
+struct Compare {
+  double abs_tol, rel_tol;
+  int bad = 0;
+  void operator()(const char* what, int64_t i, double got, double want) {
+    ++g_values;
+    if (std::isnan(got) && std::isnan(want)) return;
+    if (std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want)) return;
+    if (bad++ < 5) std::printf("    %s[%" PRId64 "]: emulated %.9g, cpu %.9g\n", what, i, got, want);
+  }
+};
+
+template <typename S, typename A>
+int run_case(const Case& c, int seed) {
+  const int64_t M = c.M, L = c.L;
+  const size_t ML = static_cast<size_t>(M * L);
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> nd;
+  std::uniform_real_distribution<double> ud;
+  std::vector<double> sv(ML), yv(ML);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = 0; j < L; ++j) {
+      double s = nd(rng), q = ud(rng) * 0.999 + 0.001;
+      bool pos = ud(rng) < c.pos_frac;
+      if (r == 0) pos = false;  // empty row
+      if (r == 1) pos = true;   // all-positive row
+      if (c.ties) {
+        s = std::round(s * 2) / 2;
+        q = std::ceil(q * 4) / 4;
+      }
+      if (c.trained && pos) s = 5 + 0.1 * s + 3 * q;  // negatives far below: prunable tiles
+      sv[r * L + j] = s;
+      // Positives above pos_thr; negatives at or below it (soft negatives when pos_thr > 0).
+      yv[r * L + j] = pos ? c.pos_thr + (1 - c.pos_thr) * q : c.pos_thr * ud(rng);
+    }
+  if (c.nan) sv[2 * L + 3] = NAN;
+
+  // Scores in their dtype; the CPU kernel reads the same values in the accumulation type.
+  std::vector<S> s(ML);
+  std::vector<A> s_ref(ML), y(ML);
+  for (size_t i = 0; i < ML; ++i) {
+    s[i] = to_scalar<S>(static_cast<A>(sv[i]));
+    s_ref[i] = load_acc<A>(&s[i]);
+    y[i] = static_cast<A>(yv[i]);
+  }
+
+  const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad);
+  Guarded<char> ws(lay.total, static_cast<char>(0xff));  // garbage: unwritten reads give NaN
+  Guarded<A> rank(M, A(NAN)), sort(M, A(NAN));
+  Guarded<int32_t> npos(M, -7);
+  Guarded<S> grad(c.need_grad ? ML : 0, to_scalar<S>(A(NAN)));
+  const std::string err =
+      launch_all(EmuLaunch{c.gx_cap, c.gy_cap}, s.data(), y.data(), M, L, c.dtype, c.delta,
+                 c.pos_thr, c.exact, c.need_grad, rank.data(), sort.data(), npos.data(),
+                 c.need_grad ? static_cast<void*>(grad.data()) : nullptr, ws.data(), lay);
+
+  std::vector<A> rank2(M), sort2(M), grad2(ML);
+  std::vector<int32_t> npos2(M);
+  rank_sort_cpu(s_ref.data(), y.data(), M, L, c.dtype == kFloat64, c.delta, c.pos_thr, c.exact,
+                c.need_grad, rank2.data(), sort2.data(), npos2.data(), grad2.data(), 1);
+
+  const bool f64 = c.dtype == kFloat64;
+  Compare acc{f64 ? 1e-12 : 1e-6, f64 ? 1e-9 : 1e-4};
+  // Half gradients: the emulated float value and the CPU's, each rounded, may sit one unit
+  // in the last place apart.
+  const double ulp = c.dtype == kFloat16 ? 1.0 / 1024 : c.dtype == kBFloat16 ? 1.0 / 128 : 0;
+  Compare gcmp{acc.abs_tol, acc.rel_tol + 2 * ulp};
+  int bad = 0;
+  if (!err.empty()) {
+    std::printf("    launch error: %s\n", err.c_str());
+    ++bad;
+  }
+  for (int64_t r = 0; r < M; ++r) {
+    ++g_values;
+    if (npos.data()[r] != npos2[r] && bad++ < 5)
+      std::printf("    npos[%" PRId64 "]: emulated %d, cpu %d\n", r, npos.data()[r], npos2[r]);
+    acc("rank", r, rank.data()[r], rank2[r]);
+    acc("sort", r, sort.data()[r], sort2[r]);
+  }
+  if (c.need_grad)
+    for (size_t i = 0; i < ML; ++i) {
+      const S want = to_scalar<S>(grad2[i]);  // the CPU's gradient in the scores' dtype
+      const A got = load_acc<A>(&grad.data()[i]);
+      // In a row with a NaN loss the CPU gives 0 to negatives it prunes per element, where
+      // the GPU, pruning whole tiles only, computes 0 · NaN: NaN there is not a mismatch.
+      const int64_t r = static_cast<int64_t>(i) / L;
+      if (std::isnan(got) && (std::isnan(rank2[r]) || std::isnan(sort2[r]))) continue;
+      gcmp("grad", static_cast<int64_t>(i), got, load_acc<A>(&want));
+    }
+  if (!ws.intact() || !rank.intact() || !sort.intact() || !npos.intact() || !grad.intact()) {
+    std::printf("    write outside a buffer\n");
+    ++bad;
+  }
+  bad += acc.bad + gcmp.bad;
+  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64 " delta=%-4g tau=%-3g %s%s grid<=(%u,%u): %s\n",
+              c.what, dtype_name(c.dtype), M, L, c.delta, c.pos_thr,
+              c.exact ? "exact" : "identity", c.need_grad ? "" : " no-grad",
+              c.gx_cap == kNoCap ? 0u : c.gx_cap, c.gy_cap == kNoCap ? 0u : c.gy_cap,
+              bad ? "FAIL" : "ok");
+  return bad;
+}
+
+int run(const Case& c, int seed) {
+  switch (c.dtype) {
+    case kFloat32: return run_case<float, float>(c, seed);
+    case kFloat64: return run_case<double, double>(c, seed);
+    case kFloat16: return run_case<__half, float>(c, seed);
+    default: return run_case<__nv_bfloat16, float>(c, seed);
+  }
+}
+
+}  // namespace
+
+int main() {
+  constexpr unsigned N = kNoCap;
+  // Rows 0 and 1 of every case are empty and all-positive. Lengths are off the tile sizes
+  // (256 pass-A tile, 1024 pass-B block, 32/64 positives per pass-A CTA, 256 per pass-B
+  // tile); grid caps force the grid-stride loops. grid<=(0,0) in the log means uncapped.
+  const Case cases[] = {
+      // what                   dtype     M    L     delta  exact  grad   tau  frac  ties   trained nan    caps
+      {"smooth",               kFloat32, 5,   37,   0.5,   false, true,  0,   0.3,  false, false, false, N, N},
+      {"hard ties",            kFloat32, 5,   37,   0.0,   false, true,  0,   0.3,  true,  false, false, N, N},
+      {"exact ties",           kFloat32, 5,   37,   0.25,  true,  true,  0,   0.3,  true,  false, false, N, N},
+      {"exact",                kFloat64, 4,   300,  0.5,   true,  true,  0,   0.3,  false, false, false, N, N},
+      {"strided ties",         kFloat32, 4,   300,  1.0,   false, true,  0,   0.5,  true,  false, false, 2, 2},
+      {"pass-B blocks",        kFloat32, 3,   1100, 0.5,   false, true,  0,   0.1,  false, false, false, N, N},
+      {"exact one CTA",        kFloat32, 3,   1100, 0.5,   true,  true,  0,   0.1,  false, false, false, 1, 1},
+      {"L=1",                  kFloat32, 3,   1,    0.5,   false, true,  0,   0.5,  false, false, false, N, N},
+      {"L=0",                  kFloat32, 3,   0,    0.5,   true,  true,  0,   0.5,  false, false, false, N, N},
+      {">256 positives hard",  kFloat64, 3,   600,  0.0,   false, true,  0,   0.6,  true,  false, false, N, 2},
+      {"NaN score",            kFloat32, 4,   40,   0.5,   false, true,  0,   0.3,  false, false, true,  N, N},
+      {"NaN score exact",      kFloat64, 4,   40,   0.5,   true,  true,  0,   0.3,  false, false, true,  N, N},
+      {"prunable",             kFloat32, 4,   1100, 0.5,   false, true,  0,   0.02, false, true,  false, N, N},
+      {"prunable exact",       kFloat32, 4,   1100, 0.5,   true,  true,  0,   0.02, false, true,  false, N, N},
+      {"prunable hard",        kFloat32, 4,   700,  0.0,   false, true,  0,   0.02, false, true,  false, N, N},
+      {"soft negatives",       kFloat32, 4,   300,  0.5,   false, true,  0.3, 0.4,  false, false, false, N, N},
+      {"soft negatives exact", kFloat64, 4,   300,  0.5,   true,  true,  0.3, 0.4,  true,  false, false, N, N},
+      {"no grad",              kFloat32, 4,   300,  0.5,   false, false, 0,   0.3,  false, false, false, N, N},
+      {"no grad exact",        kFloat64, 4,   300,  0.5,   true,  false, 0,   0.3,  false, false, false, N, N},
+      {"many rows",            kFloat32, 300, 20,   0.5,   false, true,  0,   0.3,  false, false, false, 7, N},
+      {"f16",                  kFloat16, 4,   300,  0.5,   false, true,  0,   0.3,  false, false, false, N, N},
+      {"f16 exact strided",    kFloat16, 4,   300,  0.5,   true,  true,  0,   0.4,  false, false, false, 2, 2},
+      {"bf16 hard ties",       kBFloat16,4,   300,  0.0,   false, true,  0,   0.3,  true,  false, false, N, N},
+      {"bf16 exact",           kBFloat16,3,   600,  0.25,  true,  true,  0,   0.3,  false, false, false, N, N},
+  };
+  int bad = 0, n = 0;
+  for (const Case& c : cases) bad += run(c, ++n) != 0;
+  std::printf("emulated %d cases, %ld CTAs, %ld values compared: %d mismatches\n", n, g_ctas,
+              g_values, bad);
+  return bad != 0;
+}
