@@ -31,7 +31,7 @@ def _(scores, labels, delta, pos_thr, exact, need_grad, backend):
     m = scores.shape[0]
     acc = accumulation_dtype(scores.dtype)
     row = scores.new_empty(m, dtype=acc)
-    grad = scores.new_empty(scores.shape if need_grad else (0,))
+    grad = scores.new_empty(scores.shape if need_grad else (0,), dtype=acc)
     return row, torch.empty_like(row), torch.empty_like(row), \
         scores.new_empty(m, dtype=torch.int32), grad
 
@@ -40,6 +40,7 @@ def _setup_context(ctx, inputs, output):
     # Only loss_rows carries a gradient; rank/sort are detached logging values.
     ctx.mark_non_differentiable(*output[1:])
     ctx.save_for_backward(output[4])
+    ctx.scores_dtype = inputs[0].dtype
 
 
 def _backward(ctx, grad_loss, grad_rank, grad_sort, grad_npos, grad_grad):
@@ -47,7 +48,9 @@ def _backward(ctx, grad_loss, grad_rank, grad_sort, grad_npos, grad_grad):
     if grad_rows.dim() != 2:
         raise RuntimeError("rank_sort_rows: backward needs the forward to run with "
                            "need_grad=True")
-    grad_scores = grad_rows * grad_loss.to(grad_rows.dtype)[:, None]
+    # Scale in the accumulation dtype, then round once to the scores' dtype: a half gradient
+    # cast before the upstream scale (1/Σw, a GradScaler factor) would underflow.
+    grad_scores = (grad_rows * grad_loss.to(grad_rows.dtype)[:, None]).to(ctx.scores_dtype)
     return grad_scores, None, None, None, None, None, None
 
 

@@ -49,7 +49,7 @@ def assert_parity(got, want, dtype, need_grad=True):
     assert torch.equal(npos.cpu(), want[2].cpu())
     pairs = [(rank, want[0]), (sort, want[1])]
     if need_grad:
-        assert grad.dtype == dtype
+        assert grad.dtype == accumulation_dtype(dtype)
         pairs.append((grad, want[3]))
     else:
         assert grad.shape == (0,)

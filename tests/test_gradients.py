@@ -96,3 +96,26 @@ def test_spatial_and_simcc_are_reshapes_of_the_core():
             for p, t in ((x, gx * 0.2), (y, gy * 0.2))]   # rescaled to peak 1 inside
     c = rk.simcc_rs_loss((x, y), (gx * 0.2, gy * 0.2), tw, backend="torch")
     torch.testing.assert_close(c.loss, (half[0].loss + half[1].loss) / 2)
+
+
+def test_logging_components_detached_even_with_weights_requiring_grad():
+    scores, labels = random_rows(3, 12, seed=17, pos_frac=0.4)
+    weight = torch.ones(3, requires_grad=True)
+    for reduction in ("mean", "sum", "none"):
+        out = rk.rank_sort_loss(scores.requires_grad_(True), labels, weight=weight,
+                                reduction=reduction, backend="torch")
+        assert out.loss.requires_grad
+        assert not out.rank.requires_grad and not out.sort.requires_grad
+
+
+@pytest.mark.parametrize("backend", rk.available_backends("cpu"))
+def test_half_gradient_is_rounded_after_the_upstream_scale(backend):
+    # Per-element gradients of a real batch sit near 1e-5, below float16's normal range: they
+    # must be scaled (here like a GradScaler, ×65536) before the single rounding to float16.
+    from rspose_kernels.testing import heatmap_case
+    heat, target, tw = heatmap_case(2, 3, 32, 24, 2.0, seed=18)
+    h16 = heat.half().requires_grad_(True)
+    (rk.spatial_rs_loss(h16, target, tw, backend=backend).loss * 65536).backward()
+    ref = heat.half().double().requires_grad_(True)
+    (rk.spatial_rs_loss(ref, target, tw, backend="torch").loss * 65536).backward()
+    torch.testing.assert_close(h16.grad.double(), ref.grad, rtol=2e-3, atol=1e-4)

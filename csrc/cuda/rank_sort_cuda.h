@@ -23,7 +23,9 @@ int cuda_device_count();
 // Enqueues the whole computation on `stream` (a cudaStream_t) of device `device` and returns
 // at once: no host synchronisation, no allocation. Returns "" on success, else the error.
 // scores [M, L] of `dtype`; labels [M, L] acc; rank, sort [M] acc; npos [M] int32;
-// grad [M, L] of `dtype` (unused unless need_grad). All contiguous, all on `device`.
+// grad [M, L] acc (unused unless need_grad): scaled and cast to `dtype` by the caller, so
+// half-precision gradients are rounded once, after the upstream scale. All contiguous, all
+// on `device`.
 std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, int64_t L,
                            int dtype, double delta, double pos_thr, bool exact, bool need_grad,
                            void* rank, void* sort, int32_t* npos, void* grad, void* workspace,

@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(kThreads)
 pass_b_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int64_t L, A tau,
               Step<A> p, const int32_t* __restrict__ npos, const A* __restrict__ smin,
               const int32_t* __restrict__ pos_idx, const A* __restrict__ coef,
-              const A* __restrict__ self_in, S* __restrict__ grad) {
+              const A* __restrict__ self_in, A* __restrict__ grad) {
   using MT = ModeTraits<MODE>;
   constexpr int K = MT::k;
   __shared__ A tp_s[kTP];
@@ -374,7 +374,7 @@ pass_b_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int64
         if (j < L) {
           A v = A(0);
           if (n > 0) v = neg[r] ? g[r] / nf : (self_in[row * L + j] + g[r]) / nf;
-          grad[row * L + j] = to_scalar<S>(v);
+          grad[row * L + j] = v;
         }
       }
     }

@@ -24,7 +24,7 @@ inline std::size_t acc_bytes(int dtype) {
 template <typename S, typename A, int MODE, typename Launch>
 std::string launch_passes(const Launch& launch, const S* s, const A* y, int64_t M, int64_t L,
                           A delta, A tau, bool need_grad, A* rank, A* sort, int32_t* npos,
-                          S* grad, char* ws, const Layout& lay) {
+                          A* grad, char* ws, const Layout& lay) {
   using MT = ModeTraits<MODE>;
   A* smin = reinterpret_cast<A*>(ws + lay.smin);
   int32_t* pos_idx = reinterpret_cast<int32_t*>(ws + lay.pos_idx);
@@ -70,7 +70,7 @@ std::string launch_typed(const Launch& launch, const void* scores, const void* l
   const A* y = static_cast<const A*>(labels);
   A* rk = static_cast<A*>(rank);
   A* so = static_cast<A*>(sort);
-  S* g = static_cast<S*>(grad);
+  A* g = static_cast<A*>(grad);
   const A d = static_cast<A>(delta), tau = static_cast<A>(pos_thr);
   if (exact)
     return launch_passes<S, A, kExact>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g, ws,

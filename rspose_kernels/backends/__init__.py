@@ -15,7 +15,7 @@ place that picks one.
     rank, sort  [M] in the accumulation dtype: the per-row ranking and sorting errors of
             SPEC §2 (0 for an empty row).
     npos    [M] int32, the number of positives of each row.
-    grad    [M, L] in the scores' dtype, the per-row gradient of rank_row + sort_row
+    grad    [M, L] in the accumulation dtype, the per-row gradient of rank_row + sort_row
             (identity update, or the exact derivative when ``exact``), already divided by
             |P|; an empty tensor of shape [0] when ``need_grad`` is False.
 Inputs are validated before a backend is called; backends check nothing.

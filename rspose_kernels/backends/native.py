@@ -63,8 +63,6 @@ def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad):
                      float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                      sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
                      torch.get_num_threads())
-    if need_grad and grad.dtype != scores.dtype:
-        grad = grad.to(scores.dtype)
     return rank, sort, npos, grad
 
 
@@ -77,7 +75,7 @@ def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad):
     rank = torch.empty(m, dtype=acc, device=dev)
     sort = torch.empty(m, dtype=acc, device=dev)
     npos = torch.empty(m, dtype=torch.int32, device=dev)
-    grad = torch.empty((m, l) if need_grad else (0,), dtype=s.dtype, device=dev)
+    grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=dev)
     nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad))
     work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
     index = dev.index if dev.index is not None else torch.cuda.current_device()

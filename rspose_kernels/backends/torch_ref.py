@@ -92,7 +92,7 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
         sort /= n
         if need_grad:
             grad /= n[:, None]
-    grad = grad.to(scores.dtype) if need_grad else scores.new_empty(0)
+    grad = grad if need_grad else s.new_empty(0)
     return rank, sort, npos.to(torch.int32), grad
 
 

@@ -403,12 +403,12 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, *,
     if m == 0 or length == 0:
         return (torch.zeros(m, dtype=acc, device=dev), torch.zeros(m, dtype=acc, device=dev),
                 torch.zeros(m, dtype=torch.int32, device=dev),
-                torch.zeros((m, length) if need_grad else (0,), dtype=scores.dtype, device=dev))
+                torch.zeros((m, length) if need_grad else (0,), dtype=acc, device=dev))
     # Every element of these is written by exactly one program.
     rank = torch.empty(m, dtype=acc, device=dev)
     sort = torch.empty(m, dtype=acc, device=dev)
     npos = torch.empty(m, dtype=torch.int32, device=dev)
-    grad = torch.empty((m, length) if need_grad else (0,), dtype=scores.dtype, device=dev)
+    grad = torch.empty((m, length) if need_grad else (0,), dtype=acc, device=dev)
 
     cfg = blocks or default_blocks(length, acc)
     exact = bool(exact and need_grad)          # the forward is the same in both modes
