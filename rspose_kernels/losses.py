@@ -45,7 +45,8 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
         raise ValueError(f"scores: expected a last dimension of at least 1, "
                          f"got shape {tuple(scores.shape)}")
     checks.number("delta", delta, minimum=0)
-    checks.number("pos_thr", pos_thr)
+    # τ < 0 would make every pixel (and every masked −inf pixel) a positive.
+    checks.number("pos_thr", pos_thr, minimum=0)
     checks.choice("reduction", reduction, checks.REDUCTIONS)
     checks.choice("grad_mode", grad_mode, checks.GRAD_MODES)
     if grad_mode == "exact" and delta == 0:
@@ -73,14 +74,16 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
 
 def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead) -> RankSortOutput:
     if reduction == "none":
-        return RankSortOutput(*((w * v).reshape(lead) for v in (loss_rows, rank_rows, sort_rows)))
-    sums = [(w * v).sum() for v in (loss_rows, rank_rows, sort_rows)]
-    if reduction == "sum":
-        return RankSortOutput(*sums)
-    # mean over valid rows (weight > 0 and not empty); 0, still in the graph, when none is.
-    valid_weight = torch.where((w > 0) & (npos > 0), w, torch.zeros_like(w)).sum()
-    denom = torch.where(valid_weight > 0, valid_weight, torch.ones_like(valid_weight))
-    return RankSortOutput(*(v / denom for v in sums))
+        out = [(w * v).reshape(lead) for v in (loss_rows, rank_rows, sort_rows)]
+    else:
+        out = [(w * v).sum() for v in (loss_rows, rank_rows, sort_rows)]
+    if reduction == "mean":
+        # Over valid rows (weight > 0 and not empty); 0, still in the graph, when none is.
+        valid_weight = torch.where((w > 0) & (npos > 0), w, torch.zeros_like(w)).sum()
+        denom = torch.where(valid_weight > 0, valid_weight, torch.ones_like(valid_weight))
+        out = [v / denom for v in out]
+    # rank and sort are for logging: detached even when the weights carry a gradient.
+    return RankSortOutput(out[0], out[1].detach(), out[2].detach())
 
 
 def keypoint_row_weight(target_weight, b, k, name):
@@ -122,6 +125,10 @@ def simcc_rs_loss(pred, target, target_weight: Tensor | None = None, **kw) -> Ra
         checks.tensor(f"pred[{axis}]", p, min_dim=3)
         checks.tensor(f"target[{axis}]", t)
         checks.same_shape(f"target[{axis}]", t, f"pred[{axis}]", p)
+    if pred[1].shape[:-1] != pred[0].shape[:-1]:
+        raise ValueError(f"pred[y]: expected the leading dims of pred[x] "
+                         f"{tuple(pred[0].shape[:-1])}, got {tuple(pred[1].shape[:-1])}")
+    checks.same_device("pred[y]", pred[1], "pred[x]", pred[0])
     outs = []
     for p, t in zip(pred, target):
         peak = t.amax(-1, keepdim=True)

@@ -45,7 +45,10 @@ def _constant(values: tuple, device: torch.device) -> Tensor:
         return torch.tensor(values, dtype=torch.float64, device=device)
     key = (values, device)
     if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor(values, dtype=torch.float64, device=device)
+        host = torch.tensor(values, dtype=torch.float64)
+        if device.type == "cuda":   # pinned + non_blocking: an asynchronous copy, no sync
+            host = host.pin_memory()
+        _CONSTANTS[key] = host.to(device, non_blocking=True)
     return _CONSTANTS[key]
 
 
@@ -144,7 +147,7 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
     if h < 1 or w < 1:
         raise ValueError(f"heatmaps: expected H, W >= 1, got shape {tuple(heatmaps.shape)}")
     checks.number("delta", delta, minimum=0)
-    checks.number("pos_thr", pos_thr)
+    checks.number("pos_thr", pos_thr, minimum=0)
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
         raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
     tw = _target_weight(target_weight, b, k, heatmaps, "heatmaps")
@@ -269,7 +272,7 @@ class RSPoseLoss(nn.Module):
         self.delta = kw.get("delta", DEFAULT_DELTA)
         checks.number("delta", self.delta, minimum=0)
         self.pos_thr = kw.get("pos_thr", SIMCC_POS_THR if mode == "simcc" else DEFAULT_POS_THR)
-        checks.number("pos_thr", self.pos_thr)
+        checks.number("pos_thr", self.pos_thr, minimum=0)
         self.grad_mode = kw.get("grad_mode", "identity")
         checks.choice("grad_mode", self.grad_mode, checks.GRAD_MODES)
         if self.grad_mode == "exact" and self.delta == 0:
@@ -320,6 +323,7 @@ class RSPoseLoss(nn.Module):
             raise ValueError(f"output: expected shape [B, K, H, W], got {tuple(output.shape)}")
         checks.tensor("target", target)
         checks.same_shape("target", target, "output", output)
+        checks.same_device("target", target, "output", output)
         if mask is not None:
             valid = _valid_pixels(mask, output)
             output = torch.where(valid, output, torch.full_like(output, -math.inf))

@@ -125,6 +125,14 @@ def test_no_host_sync_cuda_eager_and_compiled():
     h, t, w = heatmap_case(2, 17, 16, 12, 2.0, seed=26, device="cuda")
     h.requires_grad_(True)
     for name in [b for b in backends("cuda") if b != "torch"]:   # the reference may sync
+        pose = rk.RSPoseLoss(backend=name)
+        pose(h, t, w)   # first call outside the checked region too (constants, kernels)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            pose(h, t, w).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
         step = _spatial(name)
         compiled = torch.compile(step, fullgraph=True)
         compiled(h, t, w)   # compile outside the checked region

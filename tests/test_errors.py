@@ -34,6 +34,7 @@ CASES = [
     (dict(delta=float("inf")), ValueError, "delta"),
     (dict(delta=0.0, grad_mode="exact"), ValueError, "delta"),
     (dict(pos_thr=float("nan")), ValueError, "pos_thr"),
+    (dict(pos_thr=-0.1), ValueError, "pos_thr: expected a number >= 0"),
     (dict(reduction="avg"), ValueError, "reduction: expected one of"),
     (dict(grad_mode="rs"), ValueError, "grad_mode: expected one of"),
     (dict(backend="tpu"), ValueError, "backend: expected one of"),
@@ -75,6 +76,9 @@ def test_simcc_errors(no_kernel):
         rk.simcc_rs_loss(x, (torch.rand(2, 3, 10), torch.rand(2, 3, 12)))
     with pytest.raises(ValueError, match=r"target\[y\]: expected the shape of pred\[y\]"):
         rk.simcc_rs_loss((x, y), (torch.rand(2, 3, 10), torch.rand(2, 3, 11)))
+    y4 = torch.randn(2, 4, 12)
+    with pytest.raises(ValueError, match=r"pred\[y\]: expected the leading dims of pred\[x\]"):
+        rk.simcc_rs_loss((x, y4), (torch.rand(2, 3, 10), torch.rand(2, 4, 12)))
 
 
 def test_available_backends_names_torch_everywhere():
