@@ -287,10 +287,14 @@ class RSPoseLoss(nn.Module):
             for v in sigmas:
                 checks.number("sigmas", v, minimum=0, strict=True)
             sigmas = tuple(float(v) for v in sigmas)
-        self.sigmas = sigmas
-        self.area = kw.get("area")
-        if self.area is not None and not isinstance(self.area, Tensor):
-            checks.number("area", self.area, minimum=0, strict=True)
+        area = kw.get("area")
+        if area is not None and not isinstance(area, Tensor):
+            checks.number("area", area, minimum=0, strict=True)
+        for name, value in (("sigmas", sigmas), ("area", area)):
+            if isinstance(value, Tensor):   # a buffer, so that module.to(device) moves it
+                self.register_buffer(name, value.detach(), persistent=False)
+            else:
+                setattr(self, name, value)
         self.mode = mode
         self.instance_weight = float(instance_weight)
         self.use_target_weight = use_target_weight

@@ -574,3 +574,11 @@ def test_compile_inductor_training_step():
     eager = run(step)
     for c, e in zip(compiled, eager):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6)
+
+
+def test_tensor_options_move_with_the_module():
+    loss = rk.RSPoseLoss(sigmas=torch.full((3,), 0.05), area=torch.tensor(40.0))
+    assert {n for n, _ in loss.named_buffers()} == {"sigmas", "area"}
+    moved = loss.to(torch.float64)
+    assert moved.sigmas.dtype == torch.float64 and moved.area.dtype == torch.float64
+    assert not loss.state_dict()   # options, not learned state
