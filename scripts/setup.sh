@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# Sets up everything the benchmark and the tests need, from nothing, then installs the package.
-# torch is pinned and installed first, alone, so pip never resolves a multi-GB CUDA build here.
+# Sets up everything the benchmark and the tests need, from nothing, then installs the package,
+# into the interpreter that `python3` is (system, or an activated venv / conda env; PYTHON
+# overrides). torch is pinned and installed first, alone, so pip never resolves a multi-GB
+# CUDA build here.
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 cd "$(dirname "$0")/.."
+. scripts/steps.sh
 PY=${PYTHON:-python3}
+torch_pin="torch==${RSPOSE_TORCH_VERSION:-2.13.0}"
+
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  "$PY" -m pip install --quiet "torch==${RSPOSE_TORCH_VERSION:-2.13.0}"
+    step "setup: install $torch_pin" \
+        "Installing it first keeps pip from resolving a CUDA build; set RSPOSE_TORCH_VERSION to a version pip can find, or install torch yourself first." \
+        "$PY" -m pip install --quiet "$torch_pin"
 fi
-"$PY" -m pip install --quiet "triton>=3.6,<3.10" numpy pytest cmake ninja pybind11 setuptools wheel
+# pycocotools, scipy, tqdm: bench/train.py (COCO evaluator, Spearman correlation, progress).
+step "setup: install triton, test and build tools" \
+    "These come from the package registry (triton>=3.6,<3.10, numpy, pytest, cmake, ninja, pybind11, pycocotools, scipy, tqdm); the pip output above names the one that failed." \
+    "$PY" -m pip install --quiet "triton>=3.6,<3.10" numpy pytest cmake ninja pybind11 setuptools wheel \
+        pycocotools scipy tqdm
 # No build isolation: the build uses the tools above and never downloads anything (the GPU
 # machine has no network). The C++ extension must build (RSPOSE_BUILD_EXT=1); CUDA is
-# compiled too when nvcc is found.
-RSPOSE_BUILD_EXT=1 "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
+# compiled too when nvcc is found (RSPOSE_CUDA=0 skips it).
+step "setup: build and install rspose_kernels (C++/CUDA extension)" \
+    "A compile error above is a bug in csrc/ (CUDA is built with -Werror when nvcc is found; RSPOSE_CUDA=0 builds the C++ CPU kernel only)." \
+    env RSPOSE_BUILD_EXT=1 "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
 "$PY" -c "import rspose_kernels as rk; print('rspose_kernels', rk.__version__, 'backends on cpu:', rk.available_backends('cpu'))"
