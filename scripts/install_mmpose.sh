@@ -18,7 +18,8 @@
 # not load with a CPU torch; mmpose needs it only for visualisation), chumpy (nothing on these
 # paths imports it, and its setup.py imports pip, which fails under build isolation),
 # json-tricks, matplotlib, shapely, terminaltables (nothing the tests reach imports them).
-# mmpose.models imports xtcocotools and munkres at import time, so those are here.
+# mmpose.models imports xtcocotools, munkres, scipy and six at import time, so those are here
+# (scipy built for numpy<2; the main environment's may need numpy 2).
 # mmcv-lite is enough for mmpose.registry (registering, configs); mmpose.models (building a
 # head through MODELS) needs mmcv's compiled ops: PyPI has only mmcv's source, and building it
 # on 2 cores takes tens of minutes (MMPOSE_FULL_MMCV=1; needs g++). tests/test_mmpose.py
@@ -60,7 +61,8 @@ trap 'rm -f "$pin"' EXIT
 echo "torch==${torch_version}" > "$pin"
 
 pip=("$vpy" -m pip install --quiet --disable-pip-version-check -c "$pin")
-"${pip[@]}" "numpy<2" "mmengine==0.10.7" "mmcv-lite==2.1.0" "xtcocotools>=1.12" munkres
+"${pip[@]}" "numpy<2" "mmengine==0.10.7" "mmcv-lite==2.1.0" "xtcocotools>=1.12" munkres \
+    scipy six
 # --no-deps: their torchvision requirement would bring a CUDA torchvision (see above), and
 # the requirements named above are not imported by anything the tests reach.
 "${pip[@]}" --no-deps "mmpose==1.3.2" "mmdet==3.2.0"
