@@ -1,12 +1,13 @@
 """SPEC §10: Instance-Sort over the global batch and the global mean, on gloo (CPU).
 
 Each distributed test spawns W processes (torch.multiprocessing, file:// rendezvous in a
-temporary directory, nothing leaves the machine) that train a small float64 model one step
+temporary directory, gloo on the loopback device: nothing leaves the machine) that train a small float64 model one step
 under DistributedDataParallel on uneven slices of one global batch, and compare it with the
 same model in one process on the concatenated batch. Every rank computes that reference
 itself, so no result needs to travel back: a failed assert in a child fails the test.
 """
 import copy
+import os
 
 import pytest
 import torch
@@ -66,6 +67,8 @@ def _grads(model):
 
 
 def _worker(rank, world, init_file, sizes, blank, checks):
+    if os.path.exists("/sys/class/net/lo"):   # gloo on the loopback device only
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
