@@ -36,8 +36,10 @@ from torch import Tensor
 # Backends that take CPU tensors (a mixed backend is written "cpu:gloo,cuda:nccl").
 _CPU_BACKENDS = ("gloo", "mpi", "ucc")
 _HOST_GROUPS: dict = {}
-# torch 2.13 renamed all_gather_into_tensor (same semantics; the old name warns).
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+# torch 2.13 renamed all_gather_into_tensor (same semantics; the old name warns). Builds
+# without torch.distributed have neither; check_group then refuses every group.
+_all_gather_single = (getattr(dist, "all_gather_single", None)
+                      or getattr(dist, "all_gather_into_tensor", None))
 
 
 def default_group():
@@ -100,10 +102,16 @@ def global_reduce(sums: list, valid_weight: Tensor | None, group) -> tuple:
     return loss, totals[1] / denom, totals[2] / denom
 
 
+def has_cpu_side(backend: str) -> bool:
+    """Whether a backend name ("gloo", "nccl", "cpu:gloo,cuda:nccl") takes CPU tensors."""
+    if ":" in backend:
+        return any(part.split(":")[0] == "cpu" for part in backend.split(","))
+    return backend in _CPU_BACKENDS
+
+
 def _host_group(group):
     """A process group over ``group``'s ranks that takes CPU tensors (see the module doc)."""
-    backend = str(dist.get_backend(group))
-    if ("cpu:" in backend) if ":" in backend else backend in _CPU_BACKENDS:
+    if has_cpu_side(str(dist.get_backend(group))):
         return group
     if group not in _HOST_GROUPS:
         # Only the group's members reach this (they all run the loss), in the same order.

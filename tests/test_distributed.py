@@ -153,16 +153,16 @@ def check_functions(rank, world, sizes, blank, mine):
 
 def check_host_group(rank, world, sizes, blank, mine):
     """A group without a CPU side (NCCL) exchanges the counts through a gloo group of its
-    ranks: forced here by pretending gloo has no CPU side."""
+    ranks: forced here by pretending gloo has none."""
     h, t, w = _heatmaps(sizes, blank, seed=6)
     want = rk.instance_sort_loss(h, t, w)
-    saved = distributed._CPU_BACKENDS
-    distributed._CPU_BACKENDS = ()
+    saved = distributed.has_cpu_side
+    distributed.has_cpu_side = lambda backend: False
     try:
         got = rk.instance_sort_loss(h[mine], t[mine], w[mine], process_group=dist.group.WORLD)
         assert dist.group.WORLD in distributed._HOST_GROUPS
     finally:
-        distributed._CPU_BACKENDS = saved
+        distributed.has_cpu_side = saved
     torch.testing.assert_close(got, want, **TOL)
 
 
@@ -232,3 +232,9 @@ def test_process_group_without_init_is_an_error():
         rk.instance_sort_loss(h, t, w, process_group=object())
     with pytest.raises(ValueError, match="sync"):
         rk.RSPoseLoss(sync="yes")
+
+
+@pytest.mark.parametrize("backend, cpu", [("gloo", True), ("nccl", False), ("mpi", True),
+                                          ("cpu:gloo,cuda:nccl", True), ("cuda:nccl", False)])
+def test_which_backends_take_the_counts_on_the_host(backend, cpu):
+    assert distributed.has_cpu_side(backend) is cpu
