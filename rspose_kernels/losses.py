@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import checks
+from . import checks, distributed
 from .dispatch import resolve_backend
 from .backends import accumulation_dtype
 from .ops import rank_sort_rows
@@ -27,7 +27,8 @@ class RankSortOutput(NamedTuple):
 def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = None,
                    delta: float = DEFAULT_DELTA, pos_thr: float = DEFAULT_POS_THR,
                    reduction: str = "mean", grad_mode: str = "identity",
-                   backend: str = "auto") -> RankSortOutput:
+                   backend: str = "auto",
+                   process_group=None) -> RankSortOutput:
     """Rank & Sort loss over the rows (last dim) of ``scores`` (SPEC §2).
 
     scores: logits ``[..., L]``, any float dtype. labels: same shape, in [0, 1]; a label
@@ -36,6 +37,13 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     empty: 0 loss, no gradient, left out of the mean. Returns ``RankSortOutput``; the loss is
     float32 for half-precision scores (float64 for float64) and its gradient comes back in
     the scores' dtype.
+
+    process_group (SPEC §10): None reduces this process's rows. A torch.distributed group
+    reduces the rows of all its ranks (``mean``: Σ w·loss / Σ valid w over every rank; one
+    all-reduce of four numbers): the returned values are the global ones, the same on every
+    rank, and the loss's gradient is the world size W times this rank's part of the global
+    gradient, so after DDP averages the ranks' gradients each parameter has the gradient of
+    one process on the concatenated batch. ``reduction="none"`` stays local (an error).
     """
     checks.tensor("scores", scores)
     checks.tensor("labels", labels)
@@ -49,6 +57,7 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     checks.number("pos_thr", pos_thr, minimum=0)
     checks.choice("reduction", reduction, checks.REDUCTIONS)
     checks.choice("grad_mode", grad_mode, checks.GRAD_MODES)
+    distributed.check_group(process_group, reduction)
     if grad_mode == "exact" and delta == 0:
         raise ValueError("delta: grad_mode='exact' needs delta > 0 (the hard step has no "
                          "derivative)")
@@ -69,10 +78,12 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
         w = torch.ones_like(loss_rows)
     else:
         w = weight.to(acc).broadcast_to(lead).reshape(-1)
-    return _reduce(loss_rows, rank_rows.detach(), sort_rows.detach(), npos, w, reduction, lead)
+    return _reduce(loss_rows, rank_rows.detach(), sort_rows.detach(), npos, w, reduction, lead,
+                   process_group)
 
 
-def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead) -> RankSortOutput:
+def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead,
+            process_group=None) -> RankSortOutput:
     if reduction == "none":
         out = [(w * v).reshape(lead) for v in (loss_rows, rank_rows, sort_rows)]
     else:
@@ -80,8 +91,12 @@ def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead) -> RankSo
     if reduction == "mean":
         # Over valid rows (weight > 0 and not empty); 0, still in the graph, when none is.
         valid_weight = torch.where((w > 0) & (npos > 0), w, torch.zeros_like(w)).sum()
+        if process_group is not None:   # over every rank's rows (SPEC §10)
+            return RankSortOutput(*distributed.global_reduce(out, valid_weight, process_group))
         denom = torch.where(valid_weight > 0, valid_weight, torch.ones_like(valid_weight))
         out = [v / denom for v in out]
+    elif process_group is not None and reduction == "sum":
+        return RankSortOutput(*distributed.global_reduce(out, None, process_group))
     # rank and sort are for logging: detached even when the weights carry a gradient.
     return RankSortOutput(out[0], out[1].detach(), out[2].detach())
 

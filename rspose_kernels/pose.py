@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import checks
+from . import checks, distributed
 from .backends import accumulation_dtype
 from .dispatch import BACKEND_NAMES
 from .losses import (DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
@@ -96,7 +96,7 @@ def _max_with_index(scores: Tensor):
 
 
 def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tensor,
-                area: Tensor, delta: float, backend: str) -> Tensor:
+                area: Tensor, delta: float, backend: str, process_group=None) -> Tensor:
     """Sort part of the core over the items of [B, K]: confidence vs OKS quality."""
     acc = accumulation_dtype(confidence.dtype)
     with torch.no_grad():
@@ -104,10 +104,15 @@ def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tens
         oks = torch.exp(-sq_dist / (2 * area[:, None] * kappa[None, :] ** 2))
         quality = oks.clamp(min=MIN_QUALITY, max=1.0)
         labels = torch.where(items, quality, torch.zeros_like(quality)).to(acc).reshape(1, -1)
-    if confidence.numel() == 0:   # B·K = 0: nothing to rank; 0, still in the graph
+    if confidence.numel() == 0 and process_group is None:   # B·K = 0: 0, still in the graph
         return confidence.sum().to(acc) * 0
     floor = torch.full_like(confidence, -math.inf)
     row = torch.where(items, confidence, floor).reshape(1, -1)
+    if process_group is not None:   # every rank's items, this rank's live (SPEC §10)
+        row, labels = distributed.gather_items(row, labels, process_group)
+        return distributed.world_scaled(rank_sort_loss(
+            row, labels, delta=delta, pos_thr=0.0, reduction="mean", backend=backend).loss,
+            process_group)
     # One row: "mean" is the row's value, or 0 (connected) when it has no item.
     return rank_sort_loss(row, labels, delta=delta, pos_thr=0.0, reduction="mean",
                           backend=backend).loss
@@ -124,7 +129,8 @@ def _target_weight(target_weight, b, k, ref, ref_name):
 
 def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | None = None,
                        *, delta: float = DEFAULT_DELTA, sigmas=None, area=None,
-                       backend: str = "auto", pos_thr: float = DEFAULT_POS_THR) -> Tensor:
+                       backend: str = "auto", pos_thr: float = DEFAULT_POS_THR,
+                       process_group=None) -> Tensor:
     """Instance-Sort loss over the keypoints of a batch of heatmaps (SPEC §3).
 
     heatmaps, targets: ``[B, K, H, W]``. Items are the (b, k) with ``target_weight > 0`` (all,
@@ -136,6 +142,17 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
     when K = 17, else 0.07). area: instance area in heatmap pixels, a number or a [B] tensor
     (default H·W / 1.25², ours). Returns the mean sorting error over the items (identity-update
     gradient), a scalar; 0, still in the graph, when there is no item.
+
+    process_group (SPEC §10): None ranks this process's items. A torch.distributed group
+    (e.g. ``torch.distributed.group.WORLD``) ranks the items of all its ranks' batches: the
+    per-item (confidence, quality) are all-gathered (B·K numbers per rank, never heatmaps;
+    B may differ per rank) and the returned value is the Instance-Sort loss of the
+    concatenated batch, the same on every rank. Its gradient goes to this rank's heatmaps only
+    and is scaled by the world size W: W × the global loss's gradient with respect to them,
+    so that after DDP averages the ranks' gradients every parameter has the gradient one
+    process gets from this loss on the concatenated batch. Every rank of the
+    group must call it (a collective), also with no item or B = 0. Under torch.compile the
+    gather is one graph break (rspose_kernels/distributed.py says why).
     """
     checks.tensor("heatmaps", heatmaps, min_dim=4)
     checks.tensor("targets", targets)
@@ -148,6 +165,7 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
         raise ValueError(f"heatmaps: expected H, W >= 1, got shape {tuple(heatmaps.shape)}")
     checks.number("delta", delta, minimum=0)
     checks.number("pos_thr", pos_thr, minimum=0)
+    distributed.check_group(process_group)
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
         raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
     tw = _target_weight(target_weight, b, k, heatmaps, "heatmaps")
@@ -165,12 +183,12 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
         items = target_peak > pos_thr
         if tw is not None:
             items = items & (tw > 0)
-    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend)
+    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend, process_group)
 
 
 def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, *,
                              delta: float = DEFAULT_DELTA, sigmas=None, area=None,
-                             backend: str = "auto") -> Tensor:
+                             backend: str = "auto", process_group=None) -> Tensor:
     """Instance-Sort for SimCC: pred = (x [B,K,Wx], y [B,K,Hy]) logits, target = (gx, gy).
 
     Confidence of keypoint (b, k): ``min(max_x, max_y)`` of the logits, the keypoint score
@@ -178,6 +196,7 @@ def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, 
     goes to the arg-max bin of the smaller axis (x on a tie; first bin on ties within an
     axis). Quality: OKS of the (arg-max x, arg-max y) bins against the targets' arg-max, in
     bins; ``area`` in bins², default Wx·Hy / 1.25². Items: weight > 0 and both targets non-zero.
+    process_group: as ``instance_sort_loss`` (the global batch's items, gradient scaled by W).
     """
     for name, pair in (("pred", pred), ("target", target)):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -197,6 +216,7 @@ def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, 
         raise ValueError(f"pred[y]: expected the [B, K] of pred[x] {tuple(px.shape[:2])}, "
                          f"got {tuple(py.shape[:2])}")
     checks.number("delta", delta, minimum=0)
+    distributed.check_group(process_group)
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
         raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
     b, k, wx = px.shape
@@ -220,7 +240,7 @@ def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, 
         items = (peak_x > 0) & (peak_y > 0)
         if tw is not None:
             items = items & (tw > 0)
-    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend)
+    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend, process_group)
 
 
 def _valid_pixels(mask, output: Tensor) -> Tensor:
@@ -252,12 +272,20 @@ class RSPoseLoss(nn.Module):
     every keypoint with a non-zero target counts with weight 1. target_weights=None means all 1.
     Keyword options: delta, pos_thr, grad_mode (Spatial part; Instance-Sort always uses the
     identity update), sigmas, area (Instance-Sort), backend (both).
+
+    sync (SPEC §10; config key ``sync=True``): under torch.distributed (DDP), Instance-Sort
+    ranks the items of the global batch and the Spatial mean divides by the global valid
+    weight, both over the default group. The returned value is then the loss of the
+    concatenated batch (the same on every rank) and its gradient is scaled by the world size,
+    so after DDP's averaging every parameter has the single-process gradient on the
+    concatenated batch. A no-op when torch.distributed is not initialised or has one process.
     """
 
     _OPTIONS = ("delta", "pos_thr", "grad_mode", "sigmas", "area", "backend")
 
     def __init__(self, mode: str = "heatmap", instance_weight: float = 1.0,
-                 use_target_weight: bool = True, loss_weight: float = 1.0, **kw):
+                 use_target_weight: bool = True, loss_weight: float = 1.0, sync: bool = False,
+                 **kw):
         super().__init__()
         checks.choice("mode", mode, MODES)
         checks.number("instance_weight", instance_weight, minimum=0)
@@ -265,6 +293,9 @@ class RSPoseLoss(nn.Module):
         if not isinstance(use_target_weight, bool):
             raise ValueError(f"use_target_weight: expected True or False, "
                              f"got {use_target_weight!r}")
+        if not isinstance(sync, bool):
+            raise ValueError(f"sync: expected True or False, got {sync!r}")
+        self.sync = sync
         unknown = sorted(set(kw) - set(self._OPTIONS))
         if unknown:
             raise TypeError(f"RSPoseLoss: unexpected keyword argument(s) {unknown}; "
@@ -303,12 +334,13 @@ class RSPoseLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"mode={self.mode!r}, instance_weight={self.instance_weight}, "
                 f"use_target_weight={self.use_target_weight}, loss_weight={self.loss_weight}, "
-                f"delta={self.delta}, backend={self.backend!r}")
+                f"delta={self.delta}, backend={self.backend!r}, sync={self.sync}")
 
     def forward(self, output, target, target_weights: Tensor | None = None,
                 mask: Tensor | None = None) -> Tensor:
         tw = target_weights if self.use_target_weight else None
         core = dict(delta=self.delta, backend=self.backend)
+        core["process_group"] = distributed.default_group() if self.sync else None
         if self.mode == "simcc":
             if mask is not None:
                 raise ValueError("mask: not supported with mode='simcc' (mmpose's SimCC losses "
