@@ -44,7 +44,8 @@ if str(HERE) not in sys.path:  # siblings when imported from tests
 import rspose_kernels as rk  # noqa: E402
 from rspose_kernels.dispatch import resolve_backend  # noqa: E402
 from run import environment, load_avg  # noqa: E402
-from train_data import DataConfig, heatmap_targets, make_batch, simcc_targets, validation_set  # noqa: E402
+from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
+                        validation_set)
 from train_eval import coco_ground_truth, decode_heatmaps, decode_simcc, evaluate  # noqa: E402
 from train_losses import LOSSES, LossSpec  # noqa: E402
 from train_models import build_model  # noqa: E402
@@ -76,7 +77,7 @@ class Budget:
 BUDGETS = {
     ("cpu", "quick"): Budget(seeds=(0, 1), steps=80, batch=16, val_size=128, evals=2,
                              warmup=10),
-    ("cpu", "full"): Budget(seeds=(0, 1, 2), steps=300, batch=32, val_size=512, evals=4,
+    ("cpu", "full"): Budget(seeds=(0, 1, 2), steps=300, batch=32, val_size=512, evals=3,
                             warmup=30),
     ("cuda", "quick"): Budget(seeds=(0, 1), steps=300, batch=64, val_size=512, evals=3,
                               width=32),

@@ -163,7 +163,9 @@ def _crop(g, kp, cfg: DataConfig):
     crop_centre = centre + shift * box
     frame = torch.tensor([cfg.width, cfg.height], dtype=kp.dtype)
     # pixel centres at integers: the frame spans [-0.5, W - 0.5]
-    to_px = lambda p: (p - crop_centre[:, None]) / crop[:, None] * frame + (frame - 1) / 2  # noqa: E731
+    def to_px(p):
+        return (p - crop_centre[:, None]) / crop[:, None] * frame + (frame - 1) / 2
+
     keypoints = to_px(kp)
     box_px = box / crop * frame
     box_xy = to_px(centre[:, None])[:, 0] - box_px / 2
@@ -315,8 +317,10 @@ def heatmap_targets(keypoints, visible, cfg: DataConfig = DataConfig()):
     mu = torch.floor(keypoints / cfg.heatmap_stride + 0.5)        # [n, K, 2]
     weight = (visible > 0) & (mu[..., 0] - radius < wh) & (mu[..., 1] - radius < hh) \
         & (mu[..., 0] + radius + 1 >= 0) & (mu[..., 1] + radius + 1 >= 0)
-    dx = torch.arange(wh, dtype=torch.float32).view(1, 1, 1, wh) - mu[..., 0, None, None]
-    dy = torch.arange(hh, dtype=torch.float32).view(1, 1, hh, 1) - mu[..., 1, None, None]
+    xs = torch.arange(wh, dtype=torch.float32, device=keypoints.device)
+    ys = torch.arange(hh, dtype=torch.float32, device=keypoints.device)
+    dx = xs.view(1, 1, 1, wh) - mu[..., 0, None, None]
+    dy = ys.view(1, 1, hh, 1) - mu[..., 1, None, None]
     window = (dx.abs() <= radius) & (dy.abs() <= radius) & weight[..., None, None]
     gauss = torch.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2))
     return torch.where(window, gauss, torch.zeros_like(gauss)), weight.float()
@@ -333,7 +337,7 @@ def simcc_targets(keypoints, visible, cfg: DataConfig = DataConfig()):
         & (mu[..., 0] + radius + 1 >= 0) & (mu[..., 1] + radius + 1 >= 0)
     labels = []
     for axis, bins in ((0, bins_x), (1, bins_y)):
-        pos = torch.arange(bins, dtype=torch.float32).view(1, 1, bins)
+        pos = torch.arange(bins, dtype=torch.float32, device=keypoints.device).view(1, 1, bins)
         t = torch.exp(-(pos - mu[..., axis, None]) ** 2 / (2 * sigma ** 2))
         labels.append(t * weight[..., None] / (sigma * math.sqrt(2 * math.pi)))
     return tuple(labels), weight.float()

@@ -82,7 +82,7 @@ def coco_ground_truth(keypoints, visible, box, area) -> dict:
 
 
 def keypoint_oks(pred, keypoints, area):
-    """Per-keypoint OKS ``exp(−d² / (2·area·(2σ_k)²))`` — COCO's per-keypoint term, [B, K]."""
+    """Per-keypoint OKS ``exp(−d² / (2·area·(2σ_k)²))``, COCO's per-keypoint term: [B, K]."""
     d2 = ((pred.double() - keypoints.double()) ** 2).sum(-1).numpy()
     var = (2 * COCO_SIGMAS) ** 2
     return np.exp(-d2 / (2 * var[None] * (area.double().numpy()[:, None] + np.spacing(1))))
