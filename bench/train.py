@@ -23,6 +23,9 @@ and the correlations against steps with --plot (default path docs/train.png).
     python bench/train.py                    # the full run (CPU ~15 min; GPU: more steps)
     python bench/train.py --device cuda --plot
     python bench/train.py --losses mse,rspose --seeds 0,1 --steps 200
+
+On a CPU shared with other jobs, ``--threads 1`` is much faster than torch's default of one
+thread per core (measured here at load ~10: 2 threads made each step several times slower).
 """
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ arg-max and its raw maximum as confidence.
 - SimCC (``SimCCLabel``): arg-max bin of x and of y divided by the split ratio; confidence =
   min(max x, max y) (``get_simcc_maximum``).
 
-Instance score = mean keypoint confidence (mmpose's top-down evaluation with ground-truth
-boxes, ``score_mode='keypoint'`` style: boxes have score 1, no keypoint threshold, since
-confidence scales differ between losses and one threshold would not be fair to all; one
-instance per image, so no OKS-NMS).
+Instance score = mean keypoint confidence: mmpose's top-down rescoring (``CocoMetric``,
+``score_mode='bbox_keypoint'``: box score × mean of the keypoint scores above
+``keypoint_score_thr``) with ground-truth boxes (score 1) and no threshold, since the losses
+put confidence on different scales and one threshold would not be fair to all. One instance
+per image, so no OKS-NMS.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 The baselines follow mmpose's definitions (re-implemented here; mmpose is not needed):
 
-- ``KeypointMSELoss(use_target_weight=True)``: ``F.mse_loss(output·w, target·w)``, the mean
-  over every heatmap pixel, weights broadcast over H × W;
+- ``KeypointMSELoss(use_target_weight=True)`` (mmpose 1.x): ``mean(w·(output − target)²)``
+  over every heatmap pixel, the keypoint weights broadcast over H × W;
 - ``KLDiscretLoss(use_target_weight=True)`` (beta 1, no label softmax, as the SimCC-ResNet
   configs): per row ``mean_bins KL(target ‖ softmax(β·pred))`` computed as ``KLDivLoss`` on
   ``log_softmax(β·pred)``, times the row's weight, summed over rows and over x and y,
@@ -24,7 +24,7 @@ import rspose_kernels as rk
 
 def keypoint_mse_loss(output, target, target_weight):
     w = target_weight[..., None, None]
-    return F.mse_loss(output * w, target * w)
+    return (F.mse_loss(output, target, reduction="none") * w).mean()
 
 
 def kl_discret_loss(output, target, target_weight, beta: float = 1.0):
