@@ -145,8 +145,9 @@ def _pose(g, n):
 
 def _crop(g, kp, cfg: DataConfig):
     """Top-down crop as mmpose makes it from a (jittered) box: the keypoints' box, fixed to
-    the input's aspect ratio, padded by 1.25. Returns keypoints in input pixels [n, K, 2], the
-    box [n, 4] (x, y, w, h) in input pixels and its area (the OKS scale, see below)."""
+    the input's aspect ratio, padded by 1.25 and jittered (shift, scale; a far shift for a
+    truncated crop). Returns keypoints in input pixels [n, K, 2], the person box [n, 4]
+    (x, y, w, h) in input pixels and the pixels per body unit [n, 2]."""
     n = kp.shape[0]
     lo, hi = kp.min(1).values, kp.max(1).values
     centre, size = (lo + hi) / 2, (hi - lo)
@@ -207,7 +208,9 @@ def make_batch(seed: int, index: int, n: int, cfg: DataConfig = DataConfig(),
     """Sample batch ``index`` of the stream ``seed``: a dict of tensors on ``device``
 
     images [n, 3, H, W] (normalised), keypoints [n, K, 2] (input pixels), visible [n, K]
-    (COCO v: 1 labelled but hidden, 2 visible), box [n, 4] (x, y, w, h), area [n].
+    (COCO v: 1 labelled but hidden, 2 visible), box [n, 4] (x, y, w, h), area [n]: the box's
+    area, the instance scale of OKS (COCO takes the segment's area, smaller than the box, so
+    OKS here is somewhat more lenient than COCO's; the same for every loss).
     Every random number is drawn on the CPU from one generator (the same batch on every
     device); the drawing itself runs on ``device``.
     """
