@@ -1,0 +1,417 @@
+"""Does it train? MSE / KL against RSPose on a seeded synthetic pose task (SPEC §11).
+
+Trains the same small top-down network (bench/train_models.py) with every loss of
+bench/train_losses.py — heatmap: MSE (mmpose KeypointMSELoss), ``rk.spatial_rs_loss`` alone,
+``rk.RSPoseLoss``; SimCC: KL (mmpose KLDiscretLoss), ``rk.RSPoseLoss(mode="simcc")`` — on the
+procedural data of bench/train_data.py, and scores the validation set with the real COCO
+keypoint evaluator (bench/train_eval.py). Per seed, every loss starts from the same weights
+(one init per model kind), sees the same batches in the same order (the losses train in
+lockstep, one batch at a time, so a loaded machine slows them alike) under the same
+optimiser, schedule and step budget.
+
+Reported per loss, mean ± sd over the seeds, at the last step: AP, AP50, AP75, PCK@0.05,
+the Spearman correlation of keypoint confidence with keypoint OKS (ρ kpt) and of instance
+score with instance OKS (ρ inst), the median wall time of a training step (forward, loss,
+backward, optimiser; data generation excluded) and the share of it spent in the loss
+(forward + backward of the loss alone, timed on the detached network output).
+
+Output: a Markdown table on stdout, rows (every evaluation point of every seed and loss)
+appended to bench/results/train.csv with device, versions, commit and seed, a PNG of AP
+and the correlations against steps with --plot (default path docs/train.png).
+
+    python bench/train.py --quick            # ~2 min on the 2-core CPU machine
+    python bench/train.py                    # the full run (CPU ~15 min; GPU: more steps)
+    python bench/train.py --device cuda --plot
+    python bench/train.py --losses mse,rspose --seeds 0,1 --steps 200
+
+On a CPU shared with other jobs, ``--threads 1`` is much faster than torch's default of one
+thread per core (measured here at load ~10: 2 threads made each step several times slower).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # siblings when imported from tests
+    sys.path.insert(0, str(HERE))
+
+import rspose_kernels as rk  # noqa: E402
+from rspose_kernels.dispatch import resolve_backend  # noqa: E402
+from run import environment, load_avg  # noqa: E402
+from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
+                        validation_set)
+from train_eval import coco_ground_truth, decode_heatmaps, decode_simcc, evaluate  # noqa: E402
+from train_losses import LOSSES, LossSpec  # noqa: E402
+from train_models import build_model  # noqa: E402
+
+RESULTS = HERE / "results" / "train.csv"
+DEFAULT_PLOT = HERE.parent / "docs" / "train.png"
+METRICS = ("AP", "AP50", "AP75", "PCK", "rho_kpt", "rho_inst")
+FIELDS = ("date", "run_id", "run", "commit", "device", "device_type", "threads", "torch",
+          "triton", "cuda", "rspose_kernels", "pycocotools", "seed", "loss", "mode", "step",
+          "steps", "batch", "lr", "width", "val_size", "AP", "AP50", "AP75", "PCK", "rho_kpt",
+          "rho_inst", "OKS", "train_loss", "ms_step", "ms_loss", "loss_share", "load_avg",
+          "elapsed_s")
+
+
+@dataclass(frozen=True)
+class Budget:
+    seeds: tuple
+    steps: int
+    batch: int
+    val_size: int
+    evals: int          # evaluation points, evenly spaced, the last at the last step
+    width: int = 16
+    lr: float = 2e-3
+    warmup: int = 50
+
+
+# Sized for the 2-core CPU machine (quick ≤ 2 min, full ≤ 15 min, measured under load) and
+# for one GPU, where the budget goes into steps and batch.
+BUDGETS = {
+    ("cpu", "quick"): Budget(seeds=(0, 1), steps=80, batch=16, val_size=128, evals=2,
+                             warmup=10),
+    ("cpu", "full"): Budget(seeds=(0, 1, 2), steps=300, batch=32, val_size=512, evals=3,
+                            warmup=30),
+    ("cuda", "quick"): Budget(seeds=(0, 1), steps=300, batch=64, val_size=512, evals=3,
+                              width=32),
+    ("cuda", "full"): Budget(seeds=(0, 1, 2, 3, 4), steps=4000, batch=64, val_size=2048,
+                             evals=8, width=32, lr=1e-3, warmup=200),
+}
+
+
+# ----------------------------------------------------------------------------- training
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)   # timing only: each phase is timed to its end
+
+
+def _detached(output):
+    if isinstance(output, tuple):
+        return tuple(o.detach().requires_grad_(True) for o in output)
+    return output.detach().requires_grad_(True)
+
+
+def lr_lambda(budget: Budget):
+    """Linear warm-up, then cosine decay to 0 at the last step."""
+    def f(step):
+        if step < budget.warmup:
+            return (step + 1) / budget.warmup
+        t = (step - budget.warmup) / max(1, budget.steps - budget.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return f
+
+
+@dataclass
+class Trainer:
+    """One loss's model, optimiser and running record."""
+    spec: LossSpec
+    model: torch.nn.Module
+    budget: Budget
+    device: torch.device
+    losses: list = field(default_factory=list)
+    step_ms: list = field(default_factory=list)
+    loss_ms: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.model.to(self.device).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.budget.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.budget))
+
+    def step(self, images, target, target_weight) -> float:
+        """One training step. The loss runs on a detached copy of the network output so
+        that its forward + backward can be timed alone; the network then back-propagates
+        the gradient it returned (the same gradient as one backward through both)."""
+        dev = self.device
+        _sync(dev)
+        t0 = time.perf_counter()
+        output = self.model(images)
+        _sync(dev)
+        t1 = time.perf_counter()
+        leaf = _detached(output)
+        loss = self.spec.fn(leaf, target, target_weight)
+        loss.backward()
+        _sync(dev)
+        t2 = time.perf_counter()
+        if isinstance(output, tuple):
+            torch.autograd.backward(output, [x.grad for x in leaf])
+        else:
+            output.backward(leaf.grad)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        _sync(dev)
+        t3 = time.perf_counter()
+        value = float(loss.detach())
+        self.losses.append(value)
+        self.step_ms.append((t3 - t0) * 1e3)
+        self.loss_ms.append((t2 - t1) * 1e3)
+        return value
+
+    @torch.no_grad()
+    def predict(self, images, cfg: DataConfig, chunk: int = 256):
+        """Decoded keypoints [N, K, 2] and confidences [N, K] (CPU), eval mode."""
+        self.model.eval()
+        pts, conf = [], []
+        for i in range(0, images.shape[0], chunk):
+            out = self.model(images[i:i + chunk].to(self.device))
+            if self.spec.mode == "heatmap":
+                p, c = decode_heatmaps(out.float(), cfg.heatmap_stride)
+            else:
+                p, c = decode_simcc(tuple(o.float() for o in out), cfg.simcc_split_ratio)
+            pts.append(p.cpu())
+            conf.append(c.cpu())
+        self.model.train()
+        return torch.cat(pts), torch.cat(conf)
+
+
+def targets_for(batch: dict, cfg: DataConfig) -> dict:
+    """mode -> (target, target_weight) for one batch."""
+    return {"heatmap": heatmap_targets(batch["keypoints"], batch["visible"], cfg),
+            "simcc": simcc_targets(batch["keypoints"], batch["visible"], cfg)}
+
+
+def eval_steps(budget: Budget) -> list[int]:
+    n = max(1, budget.evals)
+    return sorted({max(1, round(budget.steps * (i + 1) / n)) for i in range(n)})
+
+
+def _median_after_warmup(values):
+    # the first steps pay one-off costs (allocator, kernel selection); skip up to 10%
+    skip = min(len(values) // 10, 20)
+    return statistics.median(values[skip:]) if values else math.nan
+
+
+def train_seed(seed: int, names, budget: Budget, cfg: DataConfig, device: torch.device,
+               val: dict, gt: dict, env: dict, progress=None) -> list[dict]:
+    """Trains every loss in ``names`` for one seed, in lockstep; rows at each eval step."""
+    inits = {}
+    trainers = {}
+    for name in names:
+        spec = LOSSES[name]
+        if spec.mode not in inits:   # one init per model kind: every loss starts equal
+            inits[spec.mode] = build_model(spec.mode, width=budget.width, seed=seed, cfg=cfg)
+        model = build_model(spec.mode, width=budget.width, seed=seed, cfg=cfg)
+        model.load_state_dict(inits[spec.mode].state_dict())
+        trainers[name] = Trainer(spec, model, budget, device)
+    checkpoints = set(eval_steps(budget))
+    rows = []
+    t_start = time.perf_counter()
+    for step in range(budget.steps):
+        batch = make_batch(seed, step, budget.batch, cfg, device=device)
+        targets = targets_for(batch, cfg)
+        for name, tr in trainers.items():
+            target, weight = targets[tr.spec.mode]
+            tr.step(batch["images"], target, weight)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix({n: f"{t.losses[-1]:.3g}" for n, t in trainers.items()},
+                                 refresh=False)
+        if step + 1 in checkpoints:
+            for name, tr in trainers.items():
+                pred, conf = tr.predict(val["images"], cfg)
+                metrics = evaluate(pred, conf, gt, val)
+                recent = tr.losses[-max(1, len(tr.losses) // 10):]
+                ms_step = _median_after_warmup(tr.step_ms)
+                ms_loss = _median_after_warmup(tr.loss_ms)
+                rows.append(dict(env, seed=seed, loss=name, mode=tr.spec.mode, step=step + 1,
+                                 steps=budget.steps, batch=budget.batch, lr=budget.lr,
+                                 width=budget.width, val_size=val["images"].shape[0],
+                                 train_loss=statistics.fmean(recent), ms_step=ms_step,
+                                 ms_loss=ms_loss, loss_share=ms_loss / ms_step,
+                                 load_avg=load_avg(),
+                                 elapsed_s=round(time.perf_counter() - t_start, 1), **metrics))
+    return rows
+
+
+# ----------------------------------------------------------------------------- output
+
+def _version(pkg):
+    try:
+        from importlib.metadata import version
+        return version(pkg)
+    except Exception:
+        return ""
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is not None and tuple(header) != FIELDS:
+            stale = path.with_name(f"{path.stem}.{int(time.time())}.old{path.suffix}")
+            path.rename(stale)   # another layout: keep it aside rather than mix the two
+            print(f"note: {path} had another header; moved to {stale}", file=sys.stderr)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def _mean_sd(values, digits):
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: one line per loss at its last step, mean ± sd over seeds."""
+    last = max(r["step"] for r in rows)
+    final = [r for r in rows if r["step"] == last]
+    names = list(dict.fromkeys(r["loss"] for r in final))
+    seeds = sorted({r["seed"] for r in final})
+    head = ("loss", "mode", "AP", "AP50", "AP75", "PCK@0.05", "ρ kpt conf–OKS",
+            "ρ inst score–OKS", "ms/step", "loss share")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        rs = [r for r in final if r["loss"] == name]
+        cells = [LOSSES[name].label, rs[0]["mode"]]
+        cells += [_mean_sd([r[m] for r in rs], 3) for m in METRICS]
+        cells.append(_mean_sd([r["ms_step"] for r in rs], 0))
+        cells.append(_mean_sd([100 * r["loss_share"] for r in rs], 0) + " %")
+        lines.append("| " + " | ".join(cells) + " |")
+    r0 = final[0]
+    lines.append(f"\n{last} steps × batch {r0['batch']}, seeds {seeds} (± = sd over seeds), "
+                 f"{r0['val_size']} validation samples; {r0['device']}, {r0['threads']} "
+                 f"threads, torch {r0['torch']}, load average {r0['load_avg']} at the end.")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """AP, ρ kpt and ρ inst against steps, one line per loss (mean over seeds, min–max band)."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib (pip install matplotlib)") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r["loss"] for r in rows))
+    panels = (("AP", "COCO keypoint AP"), ("rho_kpt", "Spearman ρ: keypoint conf vs OKS"),
+              ("rho_inst", "Spearman ρ: instance score vs OKS"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.2))
+    for ax, (metric, title) in zip(axes, panels):
+        for name in names:
+            steps = sorted({r["step"] for r in rows if r["loss"] == name})
+            vals = [[r[metric] for r in rows if r["loss"] == name and r["step"] == s]
+                    for s in steps]
+            mean = [statistics.fmean(v) for v in vals]
+            style = "--" if LOSSES[name].mode == "simcc" else "-"
+            line, = ax.plot(steps, mean, style, marker="o", ms=3, label=LOSSES[name].label)
+            if all(len(v) > 1 for v in vals):
+                ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals],
+                                color=line.get_color(), alpha=0.15)
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    r0 = rows[0]
+    fig.suptitle(f"bench/train.py ({r0['run']}): {r0['device']}, seeds "
+                 f"{sorted({r['seed'] for r in rows})} (band: min–max)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- driver
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--quick", action="store_true", help="a short run (~2 min on a 2-core CPU)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    choices=["cpu", "cuda"])
+    ap.add_argument("--losses", default=",".join(LOSSES),
+                    help="comma list of %(default)s")
+    ap.add_argument("--seeds", help="comma list of integers (default: the budget's)")
+    ap.add_argument("--steps", type=int, help="training steps (default: the budget's)")
+    ap.add_argument("--batch", type=int, help="batch size (default: the budget's)")
+    ap.add_argument("--val-size", type=int, help="validation samples (default: the budget's)")
+    ap.add_argument("--evals", type=int, help="evaluation points (default: the budget's)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--csv", type=Path, default=RESULTS,
+                    help="results file rows are appended to (default: %(default)s)")
+    ap.add_argument("--no-csv", action="store_true", help="do not write the CSV")
+    ap.add_argument("--plot", nargs="?", type=Path, const=DEFAULT_PLOT, default=None,
+                    metavar="PNG", help="write the plot (default path: docs/train.png)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    unknown = [n for n in args.losses.split(",") if n not in LOSSES]
+    if unknown:
+        ap.error(f"--losses: unknown {unknown}; expected some of {list(LOSSES)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available here")
+    return args
+
+
+def budget_from(args) -> Budget:
+    b = BUDGETS[(args.device, "quick" if args.quick else "full")]
+    over = {}
+    if args.seeds:
+        over["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    for key in ("steps", "batch", "val_size", "evals"):
+        if getattr(args, key) is not None:
+            over[key] = getattr(args, key)
+    if "steps" in over:
+        over["warmup"] = min(b.warmup, max(1, over["steps"] // 5))
+    return Budget(**{**b.__dict__, **over})
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from tqdm import tqdm
+
+    device = torch.device(args.device)
+    budget = budget_from(args)
+    names = args.losses.split(",")
+    cfg = DataConfig()
+    env = environment(args.device, "quick" if args.quick else "full", torch.float32)
+    env.update(rspose_kernels=rk.__version__, pycocotools=_version("pycocotools"),
+               threads=torch.get_num_threads())
+    print(f"# bench/train.py: {env['device']}, {env['threads']} threads, torch {env['torch']}, "
+          f"commit {env['commit']}; losses {names}; seeds {list(budget.seeds)}, "
+          f"{budget.steps} steps × batch {budget.batch}, {budget.val_size} validation "
+          f"samples; ranking losses on backend '{resolve_backend('auto', device)}'", flush=True)
+    t0 = time.perf_counter()
+    val = validation_set(budget.val_size, cfg)
+    gt = coco_ground_truth(val["keypoints"], val["visible"], val["box"], val["area"])
+    rows = []
+    with tqdm(total=budget.steps * len(budget.seeds), desc="training", unit="step",
+              disable=args.no_progress, file=sys.stderr, dynamic_ncols=True,
+              mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
+        for seed in budget.seeds:
+            bar.set_description(f"seed {seed}")
+            rows += train_seed(seed, names, budget, cfg, device, val, gt, env, progress=bar)
+    print(summary_table(rows))
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
+    if not args.no_csv:
+        append_csv(args.csv, rows)
+        print(f"rows appended to {args.csv}")
+    if args.plot:
+        print(f"plot: {plot(rows, args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
