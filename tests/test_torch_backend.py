@@ -52,6 +52,22 @@ def test_dtypes(dtype, grad_mode):
     assert_close(grad, g, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("grad_mode", ["identity", "exact"])
+def test_half_rows_are_float32_sums(dtype, grad_mode):
+    # The rows as dispatch hands them to the op, before its one rounding to half: float32
+    # sums over the rounded scores, so held to float32's tolerance (the public API's half
+    # gradient above cannot show a rounding done too early: rounding twice by 1 is once).
+    from rspose_kernels.dispatch import backend_fn
+    scores, labels = random_rows(6, 53, seed=3, pos_frac=0.3, dtype=dtype, empty_rows=1)
+    rank, sort, _, grad = backend_fn("torch")(scores, labels, 0.5, 0.0, grad_mode == "exact",
+                                              True)
+    assert rank.dtype == grad.dtype == torch.float32
+    want = loop.rows(scores.double(), labels, 0.5, 0.0, grad_mode=grad_mode)
+    for got, ref in zip((rank, sort, grad), want):
+        assert_close(got, ref, torch.float32)
+
+
 def test_pos_thr_and_weights():
     scores, labels = random_rows(5, 40, seed=4, pos_frac=0.6, dtype=torch.float64)
     weight = torch.tensor([0.5, 0.0, 2.0, 1.0, 3.0], dtype=torch.float64)
