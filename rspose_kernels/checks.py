@@ -38,6 +38,14 @@ def same_device(name, value, ref_name, ref):
                          f"got one on {value.device}")
 
 
+def no_gradient_wanted(name, value):
+    """Labels are constants of the loss: it has no gradient with respect to them, so one that
+    asks for a gradient (under grad mode) is refused rather than silently given none."""
+    if value.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{name}: expected a tensor that does not require grad (the loss has "
+                         f"no gradient with respect to it); pass {name}.detach()")
+
+
 def number(name, value, *, minimum=None, strict=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             not -math.inf < value < math.inf:

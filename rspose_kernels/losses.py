@@ -32,7 +32,8 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     """Rank & Sort loss over the rows (last dim) of ``scores`` (SPEC §2).
 
     scores: logits ``[..., L]``, any float dtype. labels: same shape, in [0, 1]; a label
-    above ``pos_thr`` makes a positive whose label is its localisation quality. weight:
+    above ``pos_thr`` makes a positive whose label is its localisation quality (constants:
+    labels that require grad are an error, the loss has no gradient for them). weight:
     per-row weights ≥ 0 broadcastable to ``scores.shape[:-1]``. A row with no positive is
     empty: 0 loss, no gradient, left out of the mean. Returns ``RankSortOutput``; the loss is
     float32 for half-precision scores (float64 for float64) and its gradient comes back in
@@ -49,6 +50,7 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     checks.tensor("labels", labels)
     checks.same_shape("labels", labels, "scores", scores)
     checks.same_device("labels", labels, "scores", scores)
+    checks.no_gradient_wanted("labels", labels)
     if scores.shape[-1] < 1:
         raise ValueError(f"scores: expected a last dimension of at least 1, "
                          f"got shape {tuple(scores.shape)}")
@@ -120,6 +122,7 @@ def spatial_rs_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | N
     checks.tensor("heatmaps", heatmaps, min_dim=3)
     checks.tensor("targets", targets)
     checks.same_shape("targets", targets, "heatmaps", heatmaps)
+    checks.no_gradient_wanted("targets", targets)
     b, k = heatmaps.shape[:2]
     weight = keypoint_row_weight(target_weight, b, k, "target_weight")
     return rank_sort_loss(heatmaps.flatten(2), targets.flatten(2), weight=weight, **kw)
@@ -140,6 +143,8 @@ def simcc_rs_loss(pred, target, target_weight: Tensor | None = None, **kw) -> Ra
         checks.tensor(f"pred[{axis}]", p, min_dim=3)
         checks.tensor(f"target[{axis}]", t)
         checks.same_shape(f"target[{axis}]", t, f"pred[{axis}]", p)
+        checks.same_device(f"target[{axis}]", t, f"pred[{axis}]", p)
+        checks.no_gradient_wanted(f"target[{axis}]", t)
     if pred[1].shape[:-1] != pred[0].shape[:-1]:
         raise ValueError(f"pred[y]: expected the leading dims of pred[x] "
                          f"{tuple(pred[0].shape[:-1])}, got {tuple(pred[1].shape[:-1])}")

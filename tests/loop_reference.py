@@ -8,9 +8,26 @@ import torch
 EPS = 1e-10
 
 
+class _Ramp(torch.autograd.Function):
+    """H(x) = clamp(x/(2δ) + 1/2, 0, 1) with SPEC's slope: H'(x) = 1/(2δ) for |x| < δ and 0
+    elsewhere, at x = ±δ too (autograd of clamp would pass the slope at both ends)."""
+
+    @staticmethod
+    def forward(ctx, x, delta):
+        ctx.save_for_backward(x)
+        ctx.delta = delta
+        return torch.clamp(x / (2 * delta) + 0.5, 0, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        inside = (x.abs() < ctx.delta).to(grad.dtype)
+        return grad * inside / (2 * ctx.delta), None
+
+
 def smoothed_step(x, delta):
     if delta > 0:
-        return torch.clamp(x / (2 * delta) + 0.5, 0, 1)
+        return _Ramp.apply(x, delta)
     return (x >= 0).double()
 
 

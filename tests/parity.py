@@ -42,14 +42,24 @@ def against_reference(fn, scores, labels, delta, exact, *, pos_thr=0.0, need_gra
 
 
 def assert_parity(got, want, dtype, need_grad=True):
-    rtol, atol = TOLERANCES[dtype]
+    """``got`` (a backend's rank_sort_rows) matches ``want`` (the reference) for scores of
+    ``dtype``.
+
+    Both sum in the accumulation dtype from the same (rounded) scores, and nothing here is
+    rounded back to ``dtype``: rank, sort and the gradient are held to the accumulation
+    dtype's tolerance (float32's for half scores, SPEC §4), which rejects a 0.1% error
+    (tests/test_tolerances.py). The half entries of TOLERANCES are for the gradient the
+    public API returns, after its one rounding to half.
+    """
+    acc = accumulation_dtype(dtype)
+    rtol, atol = TOLERANCES[acc]
     rank, sort, npos, grad = got
-    assert rank.dtype == sort.dtype == accumulation_dtype(dtype)
+    assert rank.dtype == sort.dtype == acc
     assert npos.dtype == torch.int32
     assert torch.equal(npos.cpu(), want[2].cpu())
     pairs = [(rank, want[0]), (sort, want[1])]
     if need_grad:
-        assert grad.dtype == accumulation_dtype(dtype)
+        assert grad.dtype == acc
         pairs.append((grad, want[3]))
     else:
         assert grad.shape == (0,)
@@ -57,3 +67,15 @@ def assert_parity(got, want, dtype, need_grad=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=rtol, atol=atol,
                                    equal_nan=True)
+
+
+def assert_close(actual, expected, dtype=torch.float32, msg=None):
+    """A public-API result against the float64 loop reference, at ``TOLERANCES[dtype]``.
+
+    ``dtype`` is where the result was last rounded: the accumulation dtype for losses (float32
+    for half scores), the scores' dtype for the gradient the API returns.
+    """
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
+                               torch.as_tensor(expected, dtype=torch.float64), rtol=rtol,
+                               atol=atol, msg=msg)

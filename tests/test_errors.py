@@ -43,6 +43,12 @@ CASES = [
     (dict(weight=-torch.ones(3)), ValueError, "weight: expected values >= 0"),
     (dict(weight=torch.ones(3, device="meta")), ValueError, "weight: expected a tensor on cpu"),
     (dict(weight=[1.0, 1.0, 1.0]), TypeError, "weight"),
+    # bool is an int to Python, never a number to these arguments
+    (dict(delta=True), ValueError, "delta: expected a finite number, got True"),
+    (dict(pos_thr=False), ValueError, "pos_thr: expected a finite number, got False"),
+    # the loss has no gradient with respect to its labels: asking for one is an error
+    (dict(labels=Y.clone().requires_grad_(True)), ValueError,
+     "labels: expected a tensor that does not require grad"),
 ]
 
 
@@ -76,11 +82,58 @@ def test_simcc_errors(no_kernel):
         rk.simcc_rs_loss(x, (torch.rand(2, 3, 10), torch.rand(2, 3, 12)))
     with pytest.raises(ValueError, match=r"target\[y\]: expected the shape of pred\[y\]"):
         rk.simcc_rs_loss((x, y), (torch.rand(2, 3, 10), torch.rand(2, 3, 11)))
+    with pytest.raises(ValueError, match=r"target\[y\]: expected a tensor on cpu"):
+        rk.simcc_rs_loss((x, y), (torch.rand(2, 3, 10), torch.rand(2, 3, 12, device="meta")))
     y4 = torch.randn(2, 4, 12)
     with pytest.raises(ValueError, match=r"pred\[y\]: expected the leading dims of pred\[x\]"):
         rk.simcc_rs_loss((x, y4), (torch.rand(2, 3, 10), torch.rand(2, 4, 12)))
 
 
-def test_available_backends_names_torch_everywhere():
-    assert "torch" in rk.available_backends("cpu")
-    assert "torch" in rk.available_backends(torch.device("cpu"))
+def test_labels_requiring_grad_are_fine_without_grad_mode():
+    labels = Y.clone().requires_grad_(True)
+    with torch.no_grad():
+        out = rk.rank_sort_loss(S, labels, backend="torch")
+    torch.testing.assert_close(out.loss, rk.rank_sort_loss(S, Y, backend="torch").loss)
+
+
+def test_wrappers_name_their_own_label_argument(no_kernel):
+    heat, target = torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4).requires_grad_(True)
+    with pytest.raises(ValueError, match="targets: expected a tensor that does not require"):
+        rk.spatial_rs_loss(heat, target)
+    x, y = torch.randn(2, 3, 10), torch.randn(2, 3, 12)
+    gx, gy = torch.rand(2, 3, 10), torch.rand(2, 3, 12).requires_grad_(True)
+    with pytest.raises(ValueError, match=r"target\[y\]: expected a tensor that does not"):
+        rk.simcc_rs_loss((x, y), (gx, gy))
+    with pytest.raises(ValueError, match="targets: expected a tensor that does not require"):
+        rk.RSPoseLoss()(heat, target)
+
+
+def test_non_tensor_target_weight(no_kernel):
+    with pytest.raises(TypeError, match="target_weight: expected a torch.Tensor or None"):
+        rk.spatial_rs_loss(torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4), [[1.0] * 3] * 2)
+    with pytest.raises(TypeError, match="target_weight: expected a torch.Tensor or None"):
+        rk.simcc_rs_loss((torch.randn(2, 3, 10), torch.randn(2, 3, 12)),
+                         (torch.rand(2, 3, 10), torch.rand(2, 3, 12)), 1.0)
+
+
+def test_backward_needs_the_gradient_computed_in_the_forward():
+    # The op computes the gradient in the forward only when asked (need_grad); a backward
+    # through a forward that skipped it must say so, not return zeros or garbage.
+    scores = S.clone().requires_grad_(True)
+    loss_rows = rk.ops.rank_sort_rows(scores, Y, 0.5, 0.0, False, False, "torch")[0]
+    with pytest.raises(RuntimeError, match="need_grad=True"):
+        loss_rows.sum().backward()
+
+
+def test_available_backends_are_exactly_those_that_run():
+    listed = rk.available_backends("cpu")
+    assert listed == rk.available_backends(torch.device("cpu")) == rk.available_backends(S)
+    assert "cuda" not in listed     # the cuda backend never takes CPU tensors
+    want = rk.rank_sort_loss(S, Y, backend="torch").loss
+    for name in dispatch.BACKEND_NAMES[1:]:
+        if name in listed:          # listed: it runs here and agrees with the reference
+            torch.testing.assert_close(rk.rank_sort_loss(S, Y, backend=name).loss, want,
+                                       rtol=1e-4, atol=1e-6)
+        else:                       # not listed: refused by name, before any kernel
+            with pytest.raises(RuntimeError, match=f"backend: '{name}' is not available"):
+                rk.rank_sort_loss(S, Y, backend=name)

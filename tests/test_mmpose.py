@@ -205,8 +205,20 @@ def test_real_heatmap_head_trains_with_rspose_loss():
                        train_cfg={})
     expected = RSPoseLoss(backend="torch")(head.forward(feats), target, weight)
     torch.testing.assert_close(losses["loss_kpt"], expected)
-    losses["loss_kpt"].backward()
-    assert head.final_layer.weight.grad.abs().sum() > 0
+    assert_same_parameter_gradients(head, losses["loss_kpt"], expected)
+
+
+def assert_same_parameter_gradients(head, loss, expected):
+    """The head's loss back-propagates what RSPoseLoss on its output does (mmpose passes the
+    targets and weights through unchanged), into every parameter, and not zero."""
+    params = [p for p in head.parameters() if p.requires_grad]
+    want = torch.autograd.grad(expected, params)
+    loss.backward()
+    for p, w in zip(params, want):
+        assert p.grad is not None
+        torch.testing.assert_close(p.grad, w, rtol=1e-5, atol=1e-8)
+    # (a bias may get exactly 0: the identity-update gradient of a row sums to zero)
+    assert all(w.abs().sum() > 0 for p, w in zip(params, want) if p.dim() > 1)
 
 
 def test_real_simcc_head_trains_with_rspose_loss():
@@ -226,4 +238,4 @@ def test_real_simcc_head_trains_with_rspose_loss():
     losses = head.loss(feats, samples, train_cfg={})
     expected = RSPoseLoss(mode="simcc", backend="torch")(head.forward(feats), (gx, gy), weight)
     torch.testing.assert_close(losses["loss_kpt"], expected)
-    losses["loss_kpt"].backward()
+    assert_same_parameter_gradients(head, losses["loss_kpt"], expected)

@@ -83,12 +83,37 @@ def test_positive_threshold_matches_torch(pos_thr, device):
         assert_parity(*both(scores, labels, 0.5, exact, pos_thr=pos_thr), torch.float32)
 
 
+class _KernelSpy:
+    """Stands in for ``_C``: records the arguments of each kernel entry point, then runs it."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.real, name)
+        if not name.startswith("rank_sort_"):
+            return fn
+
+        def call(*args):
+            self.calls.append((name, args))
+            return fn(*args)
+        return call
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
-def test_without_gradient(mode, device):
+def test_without_gradient(mode, device, monkeypatch):
     scores, labels = random_rows(5, 90, seed=9, pos_frac=0.3, empty_rows=1, device=device)
+    spy = _KernelSpy(native._C)
+    monkeypatch.setattr(native, "_C", spy)
     got, want = both(scores, labels, 0.5, mode[1], need_grad=False)
     assert_parity(got, want, torch.float32, need_grad=False)
+    # The kernel was told to skip pass B and had no gradient buffer it could write to
+    # (argument 8: need_grad, 12: the gradient's pointer; see backends/native.py).
+    ((name, args),) = spy.calls
+    assert name == f"rank_sort_{device}" and args[8] is False and args[12] == 0
+    both(scores, labels, 0.5, mode[1], need_grad=True)
+    assert spy.calls[1][1][8] is True and spy.calls[1][1][12] != 0
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -12,9 +12,10 @@ import torch
 import rspose_kernels as rk
 from rspose_kernels.pose import (RSPoseLoss, instance_sort_loss,  # noqa: F401 (public names)
                                  simcc_instance_sort_loss)
-from rspose_kernels.testing import TOLERANCES, heatmap_case, simcc_case
+from rspose_kernels.testing import heatmap_case, simcc_case
 
 import loop_reference as loop
+from parity import assert_close
 
 BACKENDS = rk.available_backends("cpu")
 # COCO's OKS sigmas, typed from the COCO keypoint evaluation definition.
@@ -125,9 +126,9 @@ def ref_simcc_instance_sort(px, py, gx, gy, weight=None, *, delta=0.5, sigmas=No
     return loss, grad_x, grad_y
 
 
-def ref_rows(scores, labels, weight, valid, delta, pos_thr):
+def ref_rows(scores, labels, weight, valid, delta, pos_thr, grad_mode="identity"):
     """Weighted mean of rank + sort over rows [M, L], each row restricted to its valid
-    pixels, and its identity-update gradient."""
+    pixels, and its identity-update (or exact: autograd of the loop) gradient."""
     total, denom = 0.0, 0.0
     grad = torch.zeros(scores.shape, dtype=torch.float64)
     rows = []
@@ -140,7 +141,12 @@ def ref_rows(scores, labels, weight, valid, delta, pos_thr):
         rank, sort = loop.row_loss(s, y, delta, pos_thr)
         total += w * float(rank + sort)
         denom += w if w > 0 else 0.0
-        rows.append((r, keep, w, loop.row_identity_grad(s, y, delta, pos_thr)))
+        if grad_mode == "exact":
+            leaf = s.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(sum(loop.row_loss(leaf, y, delta, pos_thr)), leaf)
+        else:
+            g = loop.row_identity_grad(s, y, delta, pos_thr)
+        rows.append((r, keep, w, g))
     denom = denom if denom > 0 else 1.0
     for r, keep, w, g in rows:
         grad[r, keep] = w * g / denom
@@ -148,7 +154,7 @@ def ref_rows(scores, labels, weight, valid, delta, pos_thr):
 
 
 def ref_rspose_heatmap(heat, target, weight, mask, *, instance_weight=1.0, loss_weight=1.0,
-                       delta=0.5, pos_thr=0.0):
+                       delta=0.5, pos_thr=0.0, sigmas=None, area=None):
     b, k, h, w = heat.shape
     valid = torch.ones(b, k, h, w, dtype=torch.bool) if mask is None else \
         (mask != 0).expand(b, k, h, w)
@@ -159,20 +165,24 @@ def ref_rspose_heatmap(heat, target, weight, mask, *, instance_weight=1.0, loss_
     inst_heat = torch.where(valid, heat.double(), torch.tensor(-math.inf, dtype=torch.float64))
     inst_target = torch.where(valid, target.double(), torch.zeros((), dtype=torch.float64))
     inst, g_inst = ref_instance_sort(inst_heat, inst_target, weight, delta=delta,
-                                     pos_thr=pos_thr)
+                                     pos_thr=pos_thr, sigmas=sigmas, area=area)
     g_spatial = g_spatial.reshape(heat.shape)
     return (loss_weight * (spatial + instance_weight * inst),
             loss_weight * (g_spatial + instance_weight * g_inst))
 
 
-def ref_rspose_simcc(px, py, gx, gy, weight, *, instance_weight=1.0, delta=0.5):
+def ref_rspose_simcc(px, py, gx, gy, weight, *, instance_weight=1.0, delta=0.5,
+                     grad_mode="identity"):
+    """weight None: every row weighs 1 and every keypoint with both targets non-zero is an
+    item (use_target_weight=False)."""
     thr = math.exp(-4.5)
     parts = []
     for p, t in ((px, gx), (py, gy)):
         t = t / t.amax(-1, keepdim=True).clamp_min(1e-30)
         b, k, n = p.shape
-        parts.append(ref_rows(p.reshape(b * k, n), t.reshape(b * k, n), weight.reshape(-1),
-                              torch.ones(b * k, n, dtype=torch.bool), delta, thr))
+        w = torch.ones(b * k) if weight is None else weight.reshape(-1)
+        parts.append(ref_rows(p.reshape(b * k, n), t.reshape(b * k, n), w,
+                              torch.ones(b * k, n, dtype=torch.bool), delta, thr, grad_mode))
     inst, gix, giy = ref_simcc_instance_sort(px, py, gx, gy, weight, delta=delta)
     loss = (parts[0][0] + parts[1][0]) / 2 + instance_weight * inst
     grad_x = parts[0][1].reshape(px.shape) / 2 + instance_weight * gix
@@ -187,13 +197,6 @@ def grad_of(fn, *tensors):
     out = fn(*leaves)
     out.backward()
     return out.detach(), [leaf.grad for leaf in leaves]
-
-
-def assert_close(actual, expected, dtype=torch.float32, msg=None):
-    rtol, atol = TOLERANCES[dtype]
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
-                               torch.as_tensor(expected, dtype=torch.float64), rtol=rtol, atol=atol,
-                               msg=msg)
 
 
 # ----------------------------------------------------------------------------- Instance-Sort
@@ -223,8 +226,8 @@ def test_instance_sort_float64_and_half():
         loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight), h)
         ref_loss, ref_g = ref_instance_sort(h, target, weight)
         assert loss.dtype == torch.float32 and g.dtype == dtype
-        assert_close(loss, ref_loss, dtype)
-        assert_close(g, ref_g, dtype)
+        assert_close(loss, ref_loss)           # summed in float32, never rounded to half
+        assert_close(g, ref_g, dtype)          # rounded once to half (testing.TOLERANCES)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -327,6 +330,24 @@ def test_area_number_and_per_instance():
         assert_close(g, ref_g)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_instance_sort_positive_threshold(backend):
+    # Targets with peaks in (0.1, 1]: a keypoint is an item only when its peak exceeds τ.
+    heat, target, weight = heatmap_case(3, 5, 9, 7, 1.0, seed=56, invisible=0.0)
+    peaks = torch.rand(3, 5, generator=torch.Generator().manual_seed(56)) * 0.9 + 0.1
+    target = target * peaks[..., None, None]
+    thr = 0.5
+    assert 3 < int((peaks > thr).sum()) < 12
+    loss, (g,) = grad_of(lambda x: instance_sort_loss(x, target, weight, pos_thr=thr,
+                                                      backend=backend), heat)
+    ref_loss, ref_g = ref_instance_sort(heat, target, weight, pos_thr=thr)
+    assert ref_loss > 0
+    assert_close(loss, ref_loss)
+    assert_close(g, ref_g)
+    # The threshold changes the item set: the loss without it differs.
+    assert abs(ref_instance_sort(heat, target, weight)[0] - ref_loss) > 1e-3
+
+
 def test_target_weights_select_items_without_scaling():
     heat, target, weight = heatmap_case(3, 5, 7, 6, 1.0, seed=39, invisible=0.2)
     graded = weight * torch.rand(3, 5, generator=torch.Generator().manual_seed(1)) * 3
@@ -370,6 +391,24 @@ def test_rspose_heatmap_matches_loop(backend, mask_kind):
     if mask is not None:
         masked = ~(mask != 0).expand(b, k, h, w)
         assert torch.equal(gh[masked], torch.zeros_like(gh[masked]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rspose_pos_thr_sigmas_and_area(backend):
+    # pos_thr reaches both parts (Gaussian values 0.61, 0.37, 0.14 around each joint: some
+    # positives drop out), sigmas and a per-instance area the Instance-Sort part.
+    heat, target, weight = heatmap_case(3, 5, 8, 7, 1.0, seed=57, invisible=0.2)
+    options = dict(pos_thr=0.3, sigmas=[0.05, 0.1, 0.07, 0.2, 0.03],
+                   area=torch.tensor([20.0, 35.0, 50.0]))
+    module = RSPoseLoss(backend=backend, **options)
+    loss, (g,) = grad_of(lambda x: module(x, target, weight), heat)
+    ref_loss, ref_g = ref_rspose_heatmap(heat, target, weight, None, **options)
+    assert_close(loss, ref_loss, msg=backend)
+    assert_close(g, ref_g, msg=backend)
+    # Each option is used: leaving any one out changes the reference loss.
+    for name in options:
+        rest = {k: v for k, v in options.items() if k != name}
+        assert abs(ref_rspose_heatmap(heat, target, weight, None, **rest)[0] - ref_loss) > 1e-4
 
 
 def test_rspose_use_target_weight_false_and_defaults():
@@ -416,6 +455,23 @@ def test_rspose_simcc_matches_loop(backend):
     assert_close(loss, ref_loss, msg=backend)
     assert_close(g_x, ref_gx, msg=backend)
     assert_close(g_y, ref_gy, msg=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rspose_simcc_exact_without_target_weight(backend):
+    (px, py), (gx, gy), weight = simcc_case(3, 5, 24, 20, 2.0, seed=58, invisible=0.2)
+    graded = weight * torch.rand(3, 5, generator=torch.Generator().manual_seed(58)) * 3
+    module = RSPoseLoss(mode="simcc", grad_mode="exact", use_target_weight=False,
+                        instance_weight=0.5, backend=backend)
+    loss, (g_x, g_y) = grad_of(lambda a, b: module((a, b), (gx, gy), graded), px, py)
+    ref_loss, ref_gx, ref_gy = ref_rspose_simcc(px, py, gx, gy, None, instance_weight=0.5,
+                                                grad_mode="exact")
+    assert_close(loss, ref_loss, msg=backend)
+    assert_close(g_x, ref_gx, msg=backend)
+    assert_close(g_y, ref_gy, msg=backend)
+    # Sharp: the identity gradient is different here.
+    _, id_gx, _ = ref_rspose_simcc(px, py, gx, gy, None, instance_weight=0.5)
+    assert (id_gx - ref_gx).abs().max() > 1e-3
 
 
 def test_simcc_confidence_is_min_of_axis_maxima():
@@ -472,6 +528,90 @@ def test_instance_sort_errors(kw, exc, text):
     with pytest.raises(exc, match=text):
         instance_sort_loss(args.pop("heatmaps"), args.pop("targets"), args.pop("target_weight"),
                            **args)
+
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """Any backend call fails the test: the checks must come first."""
+    def boom(*a, **k):
+        raise AssertionError("a kernel ran before the argument check")
+    monkeypatch.setattr(rk.ops, "backend_fn", lambda name: boom)
+
+
+(PX, PY), (GX, GY), SW = simcc_case(2, 3, 8, 6, 1.0, seed=59)
+META = torch.device("meta")
+
+SIMCC_INSTANCE_ERRORS = [
+    (dict(pred=PX), ValueError, "pred: expected a pair"),
+    (dict(target=[GX]), ValueError, "target: expected a pair"),
+    (dict(pred=(PX.long(), PY)), ValueError, r"pred\[x\]: expected a floating dtype"),
+    (dict(pred=(PX[0], PY)), ValueError, r"pred\[x\]: expected at least 3"),
+    (dict(pred=(PX, PY[..., None])), ValueError, r"pred\[y\]: expected shape \[B, K, bins\]"),
+    (dict(target=(GX[..., :5], GY)), ValueError, r"target\[x\]: expected the shape of pred"),
+    (dict(target=(GX, GY.to(META))), ValueError, r"target\[y\]: expected a tensor on cpu"),
+    (dict(pred=(torch.zeros(2, 3, 0), PY), target=(torch.zeros(2, 3, 0), GY)), ValueError,
+     r"pred\[x\]: expected at least 1 bin"),
+    (dict(pred=(PX, PY[:, :2]), target=(GX, GY[:, :2])), ValueError,
+     r"pred\[y\]: expected the \[B, K\] of pred\[x\]"),
+    (dict(target=(-GX, GY)), ValueError, r"target\[x\]: expected finite values >= 0"),
+    (dict(target=(GX, GY * float("nan"))), ValueError, r"target\[y\]: expected finite"),
+    (dict(target_weight=SW[:1]), ValueError, "target_weight: expected shape"),
+    (dict(target_weight=SW.tolist()), TypeError, "target_weight: expected a torch.Tensor"),
+    (dict(target_weight=SW.to(META)), ValueError, "target_weight: expected a tensor on cpu"),
+    (dict(target_weight=-SW), ValueError, "target_weight: expected values >= 0"),
+    (dict(sigmas=[0.07] * 2), ValueError, "sigmas: expected a sequence of 3"),
+    (dict(sigmas=[True] * 3), ValueError, "sigmas: expected a finite number"),
+    (dict(area=torch.ones(2, device=META)), ValueError, "area: expected a tensor on cpu"),
+    (dict(area=0.0), ValueError, "area: expected a number > 0"),
+    (dict(delta=-1.0), ValueError, "delta: expected a number >= 0"),
+    (dict(delta=True), ValueError, "delta: expected a finite number"),
+    (dict(backend="gpu"), ValueError, "backend: expected one of"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,text", SIMCC_INSTANCE_ERRORS,
+                         ids=[f"{i}-{c[2][:24]}" for i, c in enumerate(SIMCC_INSTANCE_ERRORS)])
+def test_simcc_instance_sort_errors(no_kernel, kw, exc, text):
+    args = dict(pred=(PX, PY), target=(GX, GY), target_weight=SW)
+    args.update(kw)
+    with pytest.raises(exc, match=text):
+        simcc_instance_sort_loss(args.pop("pred"), args.pop("target"), args.pop("target_weight"),
+                                 **args)
+
+
+POSE_INPUT_ERRORS = [
+    # (call, exception, message): devices, non-tensors and bools the pose functions refuse
+    (lambda: instance_sort_loss(H, T.to(META), W), ValueError,
+     "targets: expected a tensor on cpu"),
+    (lambda: instance_sort_loss(H, T, W.to(META)), ValueError,
+     "target_weight: expected a tensor on cpu"),
+    (lambda: instance_sort_loss(H, T, W, area=torch.ones(2, device=META)), ValueError,
+     "area: expected a tensor on cpu"),
+    (lambda: instance_sort_loss(H, T, W.tolist()), TypeError,
+     "target_weight: expected a torch.Tensor"),
+    (lambda: instance_sort_loss(H, T, W, area=True), ValueError, "area: expected a finite"),
+    (lambda: instance_sort_loss(H, T, W, pos_thr=True), ValueError,
+     "pos_thr: expected a finite"),
+    (lambda: RSPoseLoss()(H, T.to(META), W), ValueError, "target: expected a tensor on cpu"),
+    (lambda: RSPoseLoss()(H, T, W, torch.ones(2, 1, 5, 4, device=META)), ValueError,
+     "mask: expected a tensor on cpu"),
+    (lambda: RSPoseLoss()(H, T, W, [[1.0]]), TypeError, "mask: expected a torch.Tensor"),
+    (lambda: RSPoseLoss()(H, T, W.tolist()), TypeError, "target_weight: expected a torch"),
+    (lambda: RSPoseLoss(mode="simcc")((PX, PY), (GX, GY.to(META)), SW), ValueError,
+     r"target\[y\]: expected a tensor on cpu"),
+    (lambda: RSPoseLoss(instance_weight=True), ValueError, "instance_weight: expected a finite"),
+    (lambda: RSPoseLoss(loss_weight=False), ValueError, "loss_weight: expected a finite"),
+    (lambda: RSPoseLoss(delta=True), ValueError, "delta: expected a finite"),
+    (lambda: RSPoseLoss(area=True), ValueError, "area: expected a finite"),
+    (lambda: RSPoseLoss(sigmas=[0.07, True]), ValueError, "sigmas: expected a finite"),
+]
+
+
+@pytest.mark.parametrize("call,exc,text", POSE_INPUT_ERRORS,
+                         ids=[f"{i}-{c[2][:24]}" for i, c in enumerate(POSE_INPUT_ERRORS)])
+def test_pose_input_errors(no_kernel, call, exc, text):
+    with pytest.raises(exc, match=text):
+        call()
 
 
 def test_rspose_errors():

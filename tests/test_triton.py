@@ -85,6 +85,36 @@ def test_forward_same_in_every_mode(device):
         assert torch.equal(out[0], fwd[0]) and torch.equal(out[1], fwd[1])
 
 
+class _LaunchSpy:
+    """Stands in for a @triton.jit kernel: records each launch's grid and keywords."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.launches.append((grid, kw))
+            return self.kernel[grid](*args, **kw)
+        return launch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("exact", [False, True])
+def test_without_gradient_launches_no_gradient_work(exact, device, monkeypatch):
+    scores, labels = random_rows(4, 30, seed=8, pos_frac=0.3, device=device)
+    spies = {name: _LaunchSpy(getattr(tk, name))
+             for name in ("_compact_kernel", "_pass_a_kernel", "_pass_b_kernel")}
+    for name, spy in spies.items():
+        monkeypatch.setattr(tk, name, spy)
+    got, want = both(scores, labels, 0.5, exact, need_grad=False)
+    assert_parity(got, want, torch.float32, need_grad=False)
+    (compact,), (pass_a,), (pass_b,) = (spy.launches for spy in spies.values())
+    assert compact[1]["WRITE_GRAD"] is False
+    assert pass_a[1]["NEED_GRAD"] is False and pass_a[1]["EXACT"] is False
+    # Pass B runs only its one finishing program per row (rank and sort), no gradient sweep.
+    assert pass_b[1]["NEED_GRAD"] is False and pass_b[0] == (4, 1)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_identity_gradient_rows_sum_to_zero(device):
     scores, labels = random_rows(5, 40, seed=9, device=device)
