@@ -117,6 +117,13 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("need_grad"),
   py::arg("tuning"), "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned).");
 
+  m.def("cuda_plan", [](int64_t M, int64_t L, int dtype, bool exact,
+                        const rspose::CudaTuning& tuning) {
+    const rspose::CudaPlan p = rspose::cuda_plan(M, L, dtype, exact, tuning);
+    return py::make_tuple(p.ctas_a, p.ctas_b, p.split);
+  }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("tuning"),
+  "(pass-A CTAs, pass-B CTAs, pass-B row split) of a call: the launch shape, for reports.");
+
   m.def("rank_sort_cuda", &cuda_entry, py::arg("scores"), py::arg("labels"), py::arg("M"),
         py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
         py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),

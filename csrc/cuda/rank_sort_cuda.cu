@@ -54,10 +54,15 @@ struct StreamLaunch {
 
 }  // namespace
 
+CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning& tuning) {
+  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
+  return CudaPlan{pl.ctas_a, pl.ctas_b, pl.split};
+}
+
 std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
                                  const CudaTuning& tuning) {
   if (M <= 0) return 0;
-  const Plan pl = make_plan(M, L, exact, tuning);
+  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
   return make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split).total;
 }
 
@@ -76,7 +81,7 @@ std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, in
                            std::size_t workspace_bytes, void* stream, int device,
                            const CudaTuning& tuning) {
   if (M <= 0) return std::string();
-  const Plan pl = make_plan(M, L, exact, tuning);
+  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
   const Layout lay = make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split);
   if (workspace_bytes < lay.total) return "workspace too small";
   // Launch on the tensors' device; put the caller's current device back afterwards.

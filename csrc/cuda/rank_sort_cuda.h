@@ -13,10 +13,17 @@ namespace rspose {
 struct CudaTuning {
   int sms = 132;                // streaming multiprocessors of the device
   int ctas_per_sm = 4;          // persistent pass-A / pass-B grid: CTAs per SM
-  int warp_items_per_sm = 64;   // pass B splits rows' positives until about this many warp
+  int warp_items_per_sm = 16;   // pass B splits rows' positives until about this many warp
                                 // items per SM exist (only when there are few rows)
   int max_split = 32;           // ... into at most this many parts
 };
+
+// The launch shape of a call (for reports; rank_sort_cuda plans the same one itself).
+struct CudaPlan {
+  int64_t ctas_a, ctas_b;
+  int split;
+};
+CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning& tuning);
 
 // Bytes of device workspace rank_sort_cuda needs for M rows of length L (dtype: a DType
 // code). Each segment is 256-byte aligned:

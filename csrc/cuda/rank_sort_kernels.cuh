@@ -12,11 +12,15 @@
 namespace rspose {
 namespace cuda_detail {
 
-constexpr int kThreads = 256;            // every kernel
+// Every kernel runs kThreads threads, declared with __launch_bounds__(kThreads, 1): one
+// resident CTA is enough, so ptxas may use up to 255 registers rather than spill (without
+// the 1 it capped pass A float64-exact at 128 and pass B float32 at 64, and spilled).
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTile = kThreads;          // pass-A tile: one element per thread
-constexpr int kEPT = 8;                  // pass-B elements per lane
-constexpr int kChunk = 32 * kEPT;        // pass-B elements per warp item
+// Pass-B slots per lane (a warp item is 32 × that): 8, or 4 for float64 exact mode, whose
+// 8 would spill on sm_80.
+__host__ __device__ constexpr int ept_for(bool wide_exact) { return wide_exact ? 4 : 8; }
 constexpr unsigned kFull = 0xffffffffu;
 
 enum Mode { kSmooth = 0, kHard = 1, kExact = 2 };
@@ -89,6 +93,7 @@ struct Plan {
   int64_t ctas_a;   // pass-A CTAs (persistent: they loop over the device-counted items)
   int64_t ctas_b;   // pass-B CTAs, kWarps warp items each at a time
   int split;        // pass B: positives of a row split over this many warp items (1: none)
+  int chunk;        // pass B: slots per warp item (32 × ept_for)
 };
 
 // Workspace carving, identical on host and device sides.
@@ -149,7 +154,7 @@ __device__ __forceinline__ T block_sum(T v, T* scratch) {
 // compaction. A pruned negative (s < min positive score − δ, MATH.md) gets its gradient, 0,
 // here and is never read again; so does every element of a row without positives.
 template <typename S, typename A>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
 compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int64_t L, A tau,
                A delta, bool need_grad, int32_t* __restrict__ npos, int32_t* __restrict__ nkeep,
                A* __restrict__ key, A* __restrict__ plab, int32_t* __restrict__ idx,
@@ -230,11 +235,11 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
 
 // ---------------------------------------------------------------------------------------
 // plan: one CTA. Items per row, prefix-summed: pass A takes ceil(n / BP) blocks of
-// positives per row, pass B `split` × (ceil(k / kChunk) + ceil(n / kChunk)) warp items. The
+// positives per row, pass B `split` × (ceil(k / chunk) + ceil(n / chunk)) warp items. The
 // later kernels run a fixed grid that loops over these counts: no CTA is launched for a
 // block without positives, and no host sync is needed to size anything.
-__global__ void __launch_bounds__(kThreads)
-plan_kernel(int64_t M, int bp, int split, const int32_t* __restrict__ npos,
+__global__ void __launch_bounds__(kThreads, 1)
+plan_kernel(int64_t M, int bp, int split, int chunk, const int32_t* __restrict__ npos,
             const int32_t* __restrict__ nkeep, int64_t* __restrict__ a_off,
             int64_t* __restrict__ b_off) {
   __shared__ int64_t warp_a[kWarps];
@@ -251,7 +256,7 @@ plan_kernel(int64_t M, int bp, int split, const int32_t* __restrict__ npos,
     if (r < M) {
       const int64_t n = npos[r], k = nkeep[r];
       ia = (n + bp - 1) / bp;
-      ib = static_cast<int64_t>(split) * ((k + kChunk - 1) / kChunk + (n + kChunk - 1) / kChunk);
+      ib = static_cast<int64_t>(split) * ((k + chunk - 1) / chunk + (n + chunk - 1) / chunk);
     }
     // Inclusive scan: within the warp, then over the warp totals.
 #pragma unroll
@@ -295,7 +300,7 @@ plan_kernel(int64_t M, int bp, int split, const int32_t* __restrict__ npos,
 // give each positive its sums; the pass-B coefficients go to the workspace and each item's
 // Σ ℓR, Σ eS to its partial.
 template <typename A, int MODE>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
 pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
               const int32_t* __restrict__ npos, const int32_t* __restrict__ nkeep,
               const A* __restrict__ key, const A* __restrict__ plab,
@@ -434,7 +439,7 @@ pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
 // ---------------------------------------------------------------------------------------
 // rows: rank = Σ ℓR / n, sort = Σ eS / n, summing the pass-A partials in block order.
 template <typename A>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
 rows_kernel(int64_t M, int64_t L, int bp, const int32_t* __restrict__ npos,
             const A* __restrict__ partials, A* __restrict__ rank, A* __restrict__ sort) {
   const int64_t nba = (L + bp - 1) / bp;
@@ -453,16 +458,16 @@ rows_kernel(int64_t M, int64_t L, int bp, const int32_t* __restrict__ npos,
 }
 
 // ---------------------------------------------------------------------------------------
-// pass B: warp items from the plan: (row, split s, chunk of kChunk slots), the negative
+// pass B: warp items from the plan: (row, split s, chunk of 32·EPT slots), the negative
 // chunks of a row first, then its positive chunks. A warp item is one warp's alone, so a
 // CTA's warps may serve different rows (short rows pack several per CTA) and a row's
 // positives may be split over `split` items (one long row still fills the GPU). Each lane
-// holds kEPT slots; the item's positives stream in groups of 32, one per lane, broadcast by
+// holds EPT slots; the item's positives stream in groups of 32, one per lane, broadcast by
 // shuffles, so each sum is one lane's sequential sum in positive order. With split == 1 the
 // gradient is written at once; otherwise each split's partial goes to `gpart` and the finish
 // kernel adds them in split order.
 template <typename A, int MODE>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
 pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restrict__ npos,
               const int32_t* __restrict__ nkeep, const A* __restrict__ key,
               const A* __restrict__ plab, const int32_t* __restrict__ idx,
@@ -470,6 +475,7 @@ pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restr
               A* __restrict__ grad, A* __restrict__ gpart) {
   using MT = ModeTraits<MODE>;
   constexpr int K = MT::k;
+  constexpr int kEPT = ept_for(sizeof(A) == 8 && MT::exact), kChunk = 32 * kEPT;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t items = b_off[M];
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
@@ -561,7 +567,7 @@ pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restr
 // finish (split > 1): per kept slot, the splits' partials in split order, the self term,
 // the division by n, and the scatter to the element's index.
 template <typename A, int MODE>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
 finish_kernel(int64_t M, int64_t L, int split, const int32_t* __restrict__ npos,
               const int32_t* __restrict__ nkeep, const int32_t* __restrict__ idx,
               const A* __restrict__ coef, const A* __restrict__ gpart, A* __restrict__ grad) {

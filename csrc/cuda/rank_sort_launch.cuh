@@ -26,7 +26,7 @@ inline std::size_t acc_bytes(int dtype) {
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The launch shape for M rows of length L on a device with `t.sms` SMs (see CudaTuning).
-inline Plan make_plan(int64_t M, int64_t L, bool exact, const CudaTuning& t) {
+inline Plan make_plan(int64_t M, int64_t L, bool exact, std::size_t acc, const CudaTuning& t) {
   const int64_t sms = t.sms > 0 ? t.sms : 1;
   const int64_t ctas = sms * (t.ctas_per_sm > 0 ? t.ctas_per_sm : 1);
   const int64_t bp = bp_for(exact);
@@ -35,7 +35,8 @@ inline Plan make_plan(int64_t M, int64_t L, bool exact, const CudaTuning& t) {
   // counts the real ones on the device.
   pl.ctas_a = std::max<int64_t>(1, std::min<int64_t>(M * cdiv(L, bp), ctas));
   // Pass B: warp items per row without a split: a negative and a positive chunk list.
-  const int64_t chunks = M * (cdiv(L, kChunk) + 1);
+  pl.chunk = 32 * ept_for(acc == sizeof(double) && exact);
+  const int64_t chunks = M * (cdiv(L, pl.chunk) + 1);
   const int64_t want = sms * (t.warp_items_per_sm > 0 ? t.warp_items_per_sm : 1);
   int64_t split = 1;
   if (chunks < want && t.max_split > 1) {
@@ -70,8 +71,8 @@ std::string launch_passes(const Launch& launch, const S* s, const A* y, int64_t 
   std::string err = launch("compact_kernel", compact_kernel<S, A>, dim3(gx), block, s, y, M, L,
                            tau, delta, need_grad, npos, nkeep, key, plab, idx, grad);
   if (!err.empty()) return err;
-  err = launch("plan_kernel", plan_kernel, dim3(1), block, M, MT::bp, pl.split, npos, nkeep,
-               a_off, b_off);
+  err = launch("plan_kernel", plan_kernel, dim3(1), block, M, MT::bp, pl.split, pl.chunk, npos,
+               nkeep, a_off, b_off);
   if (!err.empty()) return err;
   if (L > 0) {
     err = launch("pass_a_kernel", pass_a_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_a)),

@@ -132,7 +132,7 @@ int run_case(const Case& c, int seed) {
     y[i] = static_cast<A>(yv[i]);
   }
 
-  const Plan plan = make_plan(M, L, c.exact, c.tuning);
+  const Plan plan = make_plan(M, L, c.exact, acc_bytes(c.dtype), c.tuning);
   const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad, plan.split);
   Guarded<char> ws(lay.total, static_cast<char>(0xff));  // garbage: unwritten reads give NaN
   Guarded<A> rank(M, A(NAN)), sort(M, A(NAN));
