@@ -145,8 +145,13 @@ EOF
 }
 
 # pytest FILES...: the CUDA parametrisations only (-k cuda); rc 5 (none collected) is a failure.
+# The Triton tests spend most of their time in the JIT (one compile per kernel variant, CPU
+# bound): with pytest-xdist present they run on 4 processes.
 gpu_pytest() {
-  RSPOSE_REQUIRE_NATIVE=1 RSPOSE_REQUIRE_TRITON=1 "$PY" -m pytest -q -ra -p no:cacheprovider --durations=5 -k cuda "$@"
+  local par=()
+  "$PY" -c "import xdist" 2>/dev/null && par=(-n 4)
+  RSPOSE_REQUIRE_NATIVE=1 RSPOSE_REQUIRE_TRITON=1 "$PY" -m pytest -q -ra -p no:cacheprovider \
+    --durations=5 "${par[@]}" -k cuda "$@"
 }
 
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)

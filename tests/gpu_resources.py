@@ -286,8 +286,8 @@ def launch_shapes(sms=132) -> str:
 
     tuning = _C.CudaTuning()
     tuning.sms = sms
-    lines = [f"| call | regime | rows × L | positives/row | kept neg./row | pass A CTAs before → "
-             f"after (items) | pass B CTAs before → after (warp items, split) | pass A+B "
+    lines = [f"| call | regime | rows × L | positives/row | kept neg./row | pass A CTAs "
+             f"before → after (items) | pass B CTAs before → after (warp items, split) | pass A+B "
              f"Ginstr before → after |", "|---|---|---|---|---|---|---|---|"]
     for name in SHAPES:
         for regime in ("init", "trained"):

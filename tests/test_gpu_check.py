@@ -17,8 +17,8 @@ def _dry_run(tmp_path, **env):
     out = tmp_path / "out"
     run = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True,
-        timeout=120, env={**os.environ, "OUT": str(out), "RSPOSE_CHECK_LOGDIR": str(tmp_path / "logs"),
-                          **env})
+        timeout=120, env={**os.environ, "OUT": str(out),
+                          "RSPOSE_CHECK_LOGDIR": str(tmp_path / "logs"), **env})
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check_summary.txt"]
     summary = (out / "gpu_check_summary.txt").read_text()

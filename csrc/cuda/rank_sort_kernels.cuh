@@ -119,7 +119,8 @@ inline Layout make_layout(int64_t M, int64_t L, size_t acc_bytes, bool exact, bo
   w.partials = off; off = align_up(off + m * nba * 2 * acc_bytes);
   w.coef = off;     off = align_up(off + (need_grad ? m * planes * l * acc_bytes : 0));
   w.gpart = off;
-  off = align_up(off + (need_grad && split > 1 ? static_cast<size_t>(split) * m * l * acc_bytes : 0));
+  const size_t splits = need_grad && split > 1 ? static_cast<size_t>(split) : 0;
+  off = align_up(off + splits * m * l * acc_bytes);
   w.total = off;
   return w;
 }
@@ -457,6 +458,60 @@ rows_kernel(int64_t M, int64_t L, int bp, const int32_t* __restrict__ npos,
   }
 }
 
+// Pass B's sweep of one warp item over its positives [p_lo, p_hi), for the first NR of each
+// lane's slot rows: 32 positives at a time, one per lane, broadcast by shuffles.
+template <int NR, int MODE, typename A, int EPT>
+__device__ __forceinline__ void sweep_b(A (&g)[EPT], const A (&sj)[EPT], const A (&yj)[EPT],
+                                        const A (&wj)[EPT], bool neg, int32_t p_lo,
+                                        int32_t p_hi, int lane, const A* __restrict__ kr,
+                                        const A* __restrict__ yr, const A* __restrict__ cr,
+                                        int64_t L, const Step<A>& p) {
+  using MT = ModeTraits<MODE>;
+  constexpr int K = MT::k;
+  for (int32_t p0 = p_lo; p0 < p_hi; p0 += 32) {
+    const int cnt = p_hi - p0 < 32 ? p_hi - p0 : 32;  // uniform over the warp
+    const bool mine = lane < cnt;
+    const int64_t i = p0 + lane;
+    const A s_i = mine ? kr[i] : A(0);
+    if (neg) {
+      const A c0 = mine ? cr[i] : A(0);  // r_i, or ∂F_i
+      for (int q = 0; q < cnt; ++q) {
+        const A sq = __shfl_sync(kFull, s_i, q), cq = __shfl_sync(kFull, c0, q);
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+          const A x = sj[r] - sq;
+          if constexpr (MT::exact) g[r] += step_slope(x, p) * cq;
+          else g[r] += step<A, MT::hard>(x, p) * cq;
+        }
+      }
+    } else {
+      // Plane 0 (r_i, ∂F_i) is for negatives only.
+      const A y_i = mine ? yr[i] : A(0);
+      A ci[K];
+      ci[0] = A(0);
+#pragma unroll
+      for (int t = 1; t < K; ++t) ci[t] = mine ? cr[t * L + i] : A(0);
+      for (int q = 0; q < cnt; ++q) {
+        const A sq = __shfl_sync(kFull, s_i, q), yq = __shfl_sync(kFull, y_i, q);
+        A cq[K];
+        cq[0] = A(0);
+#pragma unroll
+        for (int t = 1; t < K; ++t) cq[t] = __shfl_sync(kFull, ci[t], q);
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+          const A x = sj[r] - sq;
+          if constexpr (MT::exact) {
+            g[r] += step_slope(x, p) *
+                    coef_b_exact(false, yj[r], wj[r], yq, cq[0], cq[1], cq[2], cq[3], cq[4]);
+          } else {
+            g[r] += step<A, MT::hard>(x, p) * coef_b_identity(false, yj[r], yq, cq[0], cq[1]);
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // pass B: warp items from the plan: (row, split s, chunk of 32·EPT slots), the negative
 // chunks of a row first, then its positive chunks. A warp item is one warp's alone, so a
@@ -506,47 +561,18 @@ pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restr
       wj[r] = A(1) - yj[r];
       g[r] = A(0);
     }
-    for (int32_t p0 = p_lo; p0 < p_hi; p0 += 32) {
-      const int cnt = p_hi - p0 < 32 ? p_hi - p0 : 32;  // uniform over the warp
-      const bool mine = lane < cnt;
-      const int64_t i = p0 + lane;
-      const A s_i = mine ? kr[i] : A(0);
-      if (neg) {
-        const A c0 = mine ? cr[i] : A(0);  // r_i, or ∂F_i
-        for (int q = 0; q < cnt; ++q) {
-          const A sq = __shfl_sync(kFull, s_i, q), cq = __shfl_sync(kFull, c0, q);
-#pragma unroll
-          for (int r = 0; r < kEPT; ++r) {
-            const A x = sj[r] - sq;
-            if constexpr (MT::exact) g[r] += step_slope(x, p) * cq;
-            else g[r] += step<A, MT::hard>(x, p) * cq;
-          }
-        }
-      } else {
-        // Plane 0 (r_i, ∂F_i) is for negatives only.
-        const A y_i = mine ? yr[i] : A(0);
-        A ci[K];
-        ci[0] = A(0);
-#pragma unroll
-        for (int t = 1; t < K; ++t) ci[t] = mine ? cr[t * L + i] : A(0);
-        for (int q = 0; q < cnt; ++q) {
-          const A sq = __shfl_sync(kFull, s_i, q), yq = __shfl_sync(kFull, y_i, q);
-          A cq[K];
-          cq[0] = A(0);
-#pragma unroll
-          for (int t = 1; t < K; ++t) cq[t] = __shfl_sync(kFull, ci[t], q);
-#pragma unroll
-          for (int r = 0; r < kEPT; ++r) {
-            const A x = sj[r] - sq;
-            if constexpr (MT::exact) {
-              g[r] += step_slope(x, p) *
-                      coef_b_exact(false, yj[r], wj[r], yq, cq[0], cq[1], cq[2], cq[3], cq[4]);
-            } else {
-              g[r] += step<A, MT::hard>(x, p) * coef_b_identity(false, yj[r], yq, cq[0], cq[1]);
-            }
-          }
-        }
-      }
+    // Only the first nr of a lane's EPT slot rows hold slots (short rows, the last chunk of
+    // a list): the sweep is instantiated for 8, 4, 2, 1 rows and skips the empty ones.
+    const int nr = static_cast<int>((hi - lo + 31) / 32);
+    constexpr int kHalf = kEPT >= 4 ? kEPT / 2 : 1, kQuarter = kEPT >= 8 ? kEPT / 4 : 1;
+    if (nr > kEPT / 2) {
+      sweep_b<kEPT, MODE>(g, sj, yj, wj, neg, p_lo, p_hi, lane, kr, yr, cr, L, p);
+    } else if (kEPT >= 4 && nr > kEPT / 4) {
+      sweep_b<kHalf, MODE>(g, sj, yj, wj, neg, p_lo, p_hi, lane, kr, yr, cr, L, p);
+    } else if (kEPT >= 8 && nr > kEPT / 8) {
+      sweep_b<kQuarter, MODE>(g, sj, yj, wj, neg, p_lo, p_hi, lane, kr, yr, cr, L, p);
+    } else {
+      sweep_b<1, MODE>(g, sj, yj, wj, neg, p_lo, p_hi, lane, kr, yr, cr, L, p);
     }
     const A nf = A(n > 0 ? n : 1);
 #pragma unroll

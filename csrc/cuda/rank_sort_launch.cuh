@@ -80,8 +80,9 @@ std::string launch_passes(const Launch& launch, const S* s, const A* y, int64_t 
     if (!err.empty()) return err;
   }
   const int64_t rb = cdiv(M, kThreads);
-  err = launch("rows_kernel", rows_kernel<A>, dim3(static_cast<unsigned>(rb < INT_MAX ? rb : INT_MAX)),
-               block, M, L, MT::bp, npos, partials, rank, sort);
+  const dim3 grid_rows(static_cast<unsigned>(rb < INT_MAX ? rb : INT_MAX));
+  err = launch("rows_kernel", rows_kernel<A>, grid_rows, block, M, L, MT::bp, npos, partials,
+               rank, sort);
   if (!err.empty()) return err;
 
   if (need_grad && L > 0) {
@@ -138,7 +139,8 @@ std::string launch_all(const Launch& launch, const void* scores, const void* lab
                                          need_grad, rank, sort, npos, grad, ws, lay, pl);
     case kBFloat16:
       return launch_typed<__nv_bfloat16, float>(launch, scores, labels, M, L, delta, pos_thr,
-                                                exact, need_grad, rank, sort, npos, grad, ws, lay, pl);
+                                                exact, need_grad, rank, sort, npos, grad, ws, lay,
+                                                pl);
     default:
       return "unknown dtype code " + std::to_string(dtype);
   }
