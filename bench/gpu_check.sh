@@ -229,7 +229,8 @@ else
     unavailable test_cuda "the build did not pass ($BUILD)"
   fi
   step test_triton 130 190 bash -c "gpu_pytest tests/test_triton.py"
-  step test_other 60 150 bash -c "gpu_pytest tests/test_compile.py tests/test_pose.py tests/test_gradients.py tests/test_errors.py"
+  step test_other 60 150 bash -c \
+    "gpu_pytest tests/test_compile.py tests/test_pose.py tests/test_gradients.py tests/test_errors.py"
   if [[ $BUILD != pass* && $BUILD != "not run" ]]; then
     unavailable memcheck "the build did not pass ($BUILD)"
     unavailable racecheck "the build did not pass ($BUILD)"
