@@ -545,8 +545,10 @@ pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restr
     const bool neg = c < neg_chunks;
     const int64_t lo = neg ? n + c * kChunk : (c - neg_chunks) * kChunk;
     const int64_t hi = neg ? static_cast<int64_t>(n) + nk : static_cast<int64_t>(n);
-    const int32_t seg = (n + split - 1) / split;
-    const int32_t p_lo = sp * seg, p_hi = n < p_lo + seg ? n : p_lo + seg;
+    // This split's positives [p_lo, p_hi) (in int64: sp·seg + seg may pass 2^31 - 1).
+    const int64_t seg = (static_cast<int64_t>(n) + split - 1) / split, lo_p = sp * seg;
+    const int32_t p_lo = static_cast<int32_t>(lo_p < n ? lo_p : n);
+    const int32_t p_hi = static_cast<int32_t>(n < lo_p + seg ? n : lo_p + seg);
     const A* kr = key + row * L;
     const A* yr = plab + row * L;
     const A* cr = coef + row * (K + 1) * L;

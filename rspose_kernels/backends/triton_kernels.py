@@ -388,7 +388,10 @@ def default_blocks(length: int, acc_dtype: torch.dtype = torch.float32) -> Block
                       a_pos=16, a_neg=64, b_neg=64, b_neg_pos=16, b_pos=16, b_pos_pos=16)
     compact, compact_warps = (2048, 8) if length > 8192 else (1024, 4)
     if acc_dtype == torch.float64:
-        return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32, b_pos_pos=16)
+        # Half the pass-B negative tile (128 × 16): 128 × 32 float64 accumulators took 236–240
+        # registers on sm_80 (one program per SM), 64 × 32 spilled; this one: ≤ 126, no spill.
+        return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32, b_neg_pos=16,
+                      b_pos_pos=16)
     return Blocks(compact=compact, compact_warps=compact_warps)
 
 
