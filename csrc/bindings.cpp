@@ -45,13 +45,13 @@ void cuda_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t
                 double delta, double pos_thr, bool exact, bool need_grad, std::uintptr_t rank,
                 std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad,
                 std::uintptr_t workspace, std::size_t workspace_bytes, std::uintptr_t stream,
-                int device) {
+                int device, const rspose::CudaTuning& tuning) {
   if (dtype < rspose::kFloat32 || dtype > rspose::kBFloat16)
     throw std::invalid_argument("rank_sort_cuda: unknown dtype code " + std::to_string(dtype));
   if (M < 0 || L < 0 || L > INT32_MAX)
     throw std::invalid_argument("rank_sort_cuda: bad sizes M=" + std::to_string(M) +
                                 ", L=" + std::to_string(L));
-  const std::size_t need = rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad);
+  const std::size_t need = rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad, tuning);
   if (workspace_bytes < need)
     throw std::invalid_argument("rank_sort_cuda: workspace of " +
                                 std::to_string(workspace_bytes) + " bytes, need " +
@@ -63,7 +63,7 @@ void cuda_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t
                                  delta, pos_thr, exact, need_grad, ptr<void>(rank),
                                  ptr<void>(sort), ptr<int32_t>(npos), ptr<void>(grad),
                                  ptr<void>(workspace), workspace_bytes,
-                                 ptr<void>(stream), device);
+                                 ptr<void>(stream), device, tuning);
   }
   if (!err.empty()) throw std::runtime_error("rank_sort_cuda: " + err);
 }
@@ -102,22 +102,33 @@ PYBIND11_MODULE(_C, m) {
         "float32 or both float64), outputs rank/sort [M] (same dtype), npos [M] int32, grad "
         "[M, L] (same dtype; 0 when need_grad is false).");
 
-  m.def("cuda_workspace_bytes", [](int64_t M, int64_t L, int dtype, bool exact, bool need_grad) {
 #ifdef RSPOSE_WITH_CUDA
-    return rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad);
-#else
-    (void)M; (void)L; (void)dtype; (void)exact; (void)need_grad;
-    return static_cast<std::size_t>(0);
-#endif
-  }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("need_grad"),
-  "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned).");
+  py::class_<rspose::CudaTuning>(m, "CudaTuning",
+                                 "Launch parameters of the CUDA kernels (rank_sort_cuda.h).")
+      .def(py::init<>())
+      .def_readwrite("sms", &rspose::CudaTuning::sms)
+      .def_readwrite("ctas_per_sm", &rspose::CudaTuning::ctas_per_sm)
+      .def_readwrite("warp_items_per_sm", &rspose::CudaTuning::warp_items_per_sm)
+      .def_readwrite("max_split", &rspose::CudaTuning::max_split);
 
-#ifdef RSPOSE_WITH_CUDA
+  m.def("cuda_workspace_bytes", [](int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
+                                   const rspose::CudaTuning& tuning) {
+    return rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad, tuning);
+  }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("need_grad"),
+  py::arg("tuning"), "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned).");
+
+  m.def("cuda_plan", [](int64_t M, int64_t L, int dtype, bool exact,
+                        const rspose::CudaTuning& tuning) {
+    const rspose::CudaPlan p = rspose::cuda_plan(M, L, dtype, exact, tuning);
+    return py::make_tuple(p.ctas_a, p.ctas_b, p.split);
+  }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("tuning"),
+  "(pass-A CTAs, pass-B CTAs, pass-B row split) of a call: the launch shape, for reports.");
+
   m.def("rank_sort_cuda", &cuda_entry, py::arg("scores"), py::arg("labels"), py::arg("M"),
         py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
         py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
         py::arg("grad"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
-        py::arg("device"),
+        py::arg("device"), py::arg("tuning"),
         "Rank & Sort rows on a CUDA device, asynchronously on `stream`. scores in any of the "
         "four dtypes; labels, rank, sort float64 for float64 scores and float32 otherwise; "
         "grad in the scores' dtype.");

@@ -1,21 +1,22 @@
 // CUDA kernels of the Rank & Sort core (SPEC §5, docs/MATH.md), per-pair math from
-// csrc/rank_sort_math.h. Four launches on the caller's stream, sized from M and L only (the
-// sequence is in rank_sort_launch.cuh, shared with the host emulation of tests/cuda_emu):
+// csrc/rank_sort_math.h. Six launches on the caller's stream, sized from M, L and the SM
+// count only (the sequence is in rank_sort_launch.cuh, shared with the host emulation of
+// tests/cuda_emu):
 //
-//   compact   one CTA per row: ballot/popc scan of y > τ → positive indices in index order,
-//             the row's positive count and its minimum positive score. No host sync: the
-//             counts stay on the device and later kernels read them.
-//   pass A    CTA = (row, block of BP positives); warps own PPW positives each (in
-//             registers) and all lanes stream the row through a shared-memory tile, lane ℓ
-//             taking elements ℓ, ℓ+32, ...; a tile whose elements all lie below the block's
-//             minimum positive score − δ is skipped (pruning). Butterfly warp reductions then
-//             give each positive its sums; the pass-B coefficients go to the workspace and
-//             each CTA's Σ ℓR, Σ eS to a per-CTA partial. CTAs past the row's count exit.
+//   compact   one CTA per row: the positive count and lowest score, then ballot/popc scans
+//             that compact the row: positives (score, label, index) in slots [0, n), the
+//             negatives pruning cannot skip in [n, n + k); pruned elements get gradient 0.
+//   plan      one CTA: per-row item counts prefix-summed on the device (pass A: blocks of
+//             positives; pass B: warp chunks), so no host sync sizes anything.
+//   pass A    a fixed grid looping over the items (row, block of BP positives): warps own
+//             PPW positives in registers; the kept negatives stream through shared memory
+//             for F alone, then the positives for T, Z, C, D. Butterfly warp reductions give
+//             each positive its sums → pass-B coefficients, and each item's Σ ℓR, Σ eS.
 //   rows      one thread per row sums its partials in block order → rank, sort.
-//   pass B    CTA = (row, block of BE elements), EPT elements per thread; positives (and
-//             their coefficients) stream through shared memory in index order, so each
-//             gradient is one thread's sequential sum. Blocks of prunable negatives only
-//             write zeros.
+//   pass B    a fixed grid of warps looping over warp items (row, split, chunk of 256 slots):
+//             8 slots per lane, the positives broadcast by shuffles, one sequential sum per
+//             slot; rows with few items split their positives over several warps.
+//   finish    (split rows only) the splits' partial sums added in split order.
 //
 // No floating-point atomics anywhere and every sum has a fixed order: same input, same bits.
 #include <cuda_bf16.h>
@@ -53,9 +54,16 @@ struct StreamLaunch {
 
 }  // namespace
 
-std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad) {
+CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning& tuning) {
+  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
+  return CudaPlan{pl.ctas_a, pl.ctas_b, pl.split};
+}
+
+std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
+                                 const CudaTuning& tuning) {
   if (M <= 0) return 0;
-  return make_layout(M, L, acc_bytes(dtype), exact, need_grad).total;
+  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
+  return make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split).total;
 }
 
 int cuda_device_count() {
@@ -70,9 +78,11 @@ int cuda_device_count() {
 std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, int64_t L,
                            int dtype, double delta, double pos_thr, bool exact, bool need_grad,
                            void* rank, void* sort, int32_t* npos, void* grad, void* workspace,
-                           std::size_t workspace_bytes, void* stream, int device) {
+                           std::size_t workspace_bytes, void* stream, int device,
+                           const CudaTuning& tuning) {
   if (M <= 0) return std::string();
-  const Layout lay = make_layout(M, L, acc_bytes(dtype), exact, need_grad);
+  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
+  const Layout lay = make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split);
   if (workspace_bytes < lay.total) return "workspace too small";
   // Launch on the tensors' device; put the caller's current device back afterwards.
   int prev = -1;
@@ -82,7 +92,7 @@ std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, in
   const std::string err =
       launch_all(StreamLaunch{static_cast<cudaStream_t>(stream)}, scores, labels, M, L, dtype,
                  delta, pos_thr, exact, need_grad, rank, sort, npos, grad,
-                 static_cast<char*>(workspace), lay);
+                 static_cast<char*>(workspace), lay, pl);
   if (prev != device && prev >= 0) cudaSetDevice(prev);
   return err;
 }

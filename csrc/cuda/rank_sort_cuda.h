@@ -7,15 +7,39 @@
 
 namespace rspose {
 
+// Launch parameters of the CUDA kernels, chosen on the host from the device (never from the
+// data). native.py fills them from the SM count and the RSPOSE_CUDA_* environment variables,
+// so bench/gpu_check.sh can sweep what only a GPU measurement can settle.
+struct CudaTuning {
+  int sms = 132;                // streaming multiprocessors of the device
+  int ctas_per_sm = 4;          // persistent pass-A / pass-B grid: CTAs per SM
+  int warp_items_per_sm = 16;   // pass B splits rows' positives until about this many warp
+                                // items per SM exist (only when there are few rows)
+  int max_split = 32;           // ... into at most this many parts
+};
+
+// The launch shape of a call (for reports; rank_sort_cuda plans the same one itself).
+struct CudaPlan {
+  int64_t ctas_a, ctas_b;
+  int split;
+};
+CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning& tuning);
+
 // Bytes of device workspace rank_sort_cuda needs for M rows of length L (dtype: a DType
 // code). Each segment is 256-byte aligned:
-//   smin      [M]            acc    minimum positive score per row
-//   pos_idx   [M, L]         int32  compacted positive indices per row
-//   partials  [M, L/BP, 2]   acc    per-CTA Σ ℓR and Σ eS of pass A
-//   coef      [M, K, L]      acc    pass-B coefficients per positive (need_grad; K = 2 or 5)
-//   self      [M, L]         acc    self term, at the positive's element position (need_grad)
-// acc is float64 for float64 scores and float32 otherwise. O(M·L) in all cases.
-std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad);
+//   nkeep     [M]            int32  negatives that survive pruning, per row
+//   key       [M, L]         acc    compacted scores: positives, then the kept negatives
+//   plab      [M, L]         acc    the positives' labels
+//   idx       [M, L]         int32  each compacted slot's element index
+//   a_off     [M + 1]        int64  prefix sums of pass-A items per row
+//   b_off     [M + 1]        int64  prefix sums of pass-B warp items per row
+//   partials  [M, L/BP, 2]   acc    per-item Σ ℓR and Σ eS of pass A
+//   coef      [M, K+1, L]    acc    pass-B coefficients and self term per positive (need_grad)
+//   gpart     [S, M, L]      acc    pass-B partial sums when rows are split (S > 1)
+// acc is float64 for float64 scores and float32 otherwise. O(M·L) in all cases (S > 1 only
+// when M·L is small).
+std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
+                                 const CudaTuning& tuning);
 
 // Devices the compiled runtime can use; 0 when there are none or the driver is too old.
 int cuda_device_count();
@@ -29,6 +53,7 @@ int cuda_device_count();
 std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, int64_t L,
                            int dtype, double delta, double pos_thr, bool exact, bool need_grad,
                            void* rank, void* sort, int32_t* npos, void* grad, void* workspace,
-                           std::size_t workspace_bytes, void* stream, int device);
+                           std::size_t workspace_bytes, void* stream, int device,
+                           const CudaTuning& tuning);
 
 }  // namespace rspose

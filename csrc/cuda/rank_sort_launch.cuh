@@ -7,11 +7,13 @@
 // kernel<<<grid, block>>>(args...) and returns "" or the error. rank_sort_cuda.cu passes one
 // that uses <<< >>> on the caller's stream. Include after the CUDA headers (or the
 // emulation's), like rank_sort_kernels.cuh.
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "rank_sort_cuda.h"
 #include "rank_sort_kernels.cuh"
 
 namespace rspose {
@@ -21,42 +23,78 @@ inline std::size_t acc_bytes(int dtype) {
   return dtype == kFloat64 ? sizeof(double) : sizeof(float);
 }
 
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The launch shape for M rows of length L on a device with `t.sms` SMs (see CudaTuning).
+inline Plan make_plan(int64_t M, int64_t L, bool exact, std::size_t acc, const CudaTuning& t) {
+  const int64_t sms = t.sms > 0 ? t.sms : 1;
+  const int64_t ctas = sms * (t.ctas_per_sm > 0 ? t.ctas_per_sm : 1);
+  const int64_t bp = bp_for(exact);
+  Plan pl{};
+  // At most this many pass-A items (if every element were a positive); the plan kernel
+  // counts the real ones on the device.
+  pl.ctas_a = std::max<int64_t>(1, std::min<int64_t>(M * cdiv(L, bp), ctas));
+  // Pass B: warp items per row without a split: a negative and a positive chunk list.
+  pl.chunk = 32 * ept_for(acc == sizeof(double) && exact);
+  const int64_t chunks = M * (cdiv(L, pl.chunk) + 1);
+  const int64_t want = sms * (t.warp_items_per_sm > 0 ? t.warp_items_per_sm : 1);
+  int64_t split = 1;
+  if (chunks < want && t.max_split > 1) {
+    // Few rows (Instance-Sort: one row): split each row's positives so that the GPU fills,
+    // with at least 32 positives per split.
+    split = std::min<int64_t>({cdiv(want, chunks), t.max_split, cdiv(L, 32)});
+    split = std::max<int64_t>(split, 1);
+  }
+  pl.split = static_cast<int>(split);
+  pl.ctas_b = std::max<int64_t>(1, std::min<int64_t>(cdiv(chunks * split, kWarps), ctas));
+  return pl;
+}
+
 template <typename S, typename A, int MODE, typename Launch>
 std::string launch_passes(const Launch& launch, const S* s, const A* y, int64_t M, int64_t L,
                           A delta, A tau, bool need_grad, A* rank, A* sort, int32_t* npos,
-                          A* grad, char* ws, const Layout& lay) {
+                          A* grad, char* ws, const Layout& lay, const Plan& pl) {
   using MT = ModeTraits<MODE>;
-  A* smin = reinterpret_cast<A*>(ws + lay.smin);
-  int32_t* pos_idx = reinterpret_cast<int32_t*>(ws + lay.pos_idx);
+  int32_t* nkeep = reinterpret_cast<int32_t*>(ws + lay.nkeep);
+  A* key = reinterpret_cast<A*>(ws + lay.key);
+  A* plab = reinterpret_cast<A*>(ws + lay.plab);
+  int32_t* idx = reinterpret_cast<int32_t*>(ws + lay.idx);
+  int64_t* a_off = reinterpret_cast<int64_t*>(ws + lay.a_off);
+  int64_t* b_off = reinterpret_cast<int64_t*>(ws + lay.b_off);
   A* partials = reinterpret_cast<A*>(ws + lay.partials);
   A* coef = reinterpret_cast<A*>(ws + lay.coef);
-  A* self = reinterpret_cast<A*>(ws + lay.self);
+  A* gpart = reinterpret_cast<A*>(ws + lay.gpart);
   const Step<A> p{delta, MT::hard ? A(0) : A(1) / (A(2) * delta)};
   const unsigned gx = static_cast<unsigned>(M < INT_MAX ? M : INT_MAX);
+  const dim3 block(kThreads);
 
-  std::string err = launch("compact_kernel", compact_kernel<S, A>, dim3(gx), dim3(kThreads), s,
-                           y, M, L, tau, npos, smin, pos_idx);
+  std::string err = launch("compact_kernel", compact_kernel<S, A>, dim3(gx), block, s, y, M, L,
+                           tau, delta, need_grad, npos, nkeep, key, plab, idx, grad);
   if (!err.empty()) return err;
-
+  err = launch("plan_kernel", plan_kernel, dim3(1), block, M, MT::bp, pl.split, pl.chunk, npos,
+               nkeep, a_off, b_off);
+  if (!err.empty()) return err;
   if (L > 0) {
-    const int64_t nba = (L + MT::bp - 1) / MT::bp;
-    const dim3 grid_a(gx, static_cast<unsigned>(nba < kMaxGridY ? nba : kMaxGridY));
-    err = launch("pass_a_kernel", pass_a_kernel<S, A, MODE>, grid_a, dim3(kThreads), s, y, M, L,
-                 tau, p, need_grad, npos, pos_idx, partials, coef, self);
+    err = launch("pass_a_kernel", pass_a_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_a)),
+                 block, M, L, p, need_grad, npos, nkeep, key, plab, a_off, partials, coef);
     if (!err.empty()) return err;
   }
-
-  const int64_t rb = (M + 255) / 256;
-  err = launch("rows_kernel", rows_kernel<A>, dim3(static_cast<unsigned>(rb < INT_MAX ? rb : INT_MAX)),
-               dim3(256), M, L, MT::bp, npos, partials, rank, sort);
+  const int64_t rb = cdiv(M, kThreads);
+  const dim3 grid_rows(static_cast<unsigned>(rb < INT_MAX ? rb : INT_MAX));
+  err = launch("rows_kernel", rows_kernel<A>, grid_rows, block, M, L, MT::bp, npos, partials,
+               rank, sort);
   if (!err.empty()) return err;
 
   if (need_grad && L > 0) {
-    const int64_t nbe = (L + kBE - 1) / kBE;
-    const dim3 grid_b(gx, static_cast<unsigned>(nbe < kMaxGridY ? nbe : kMaxGridY));
-    err = launch("pass_b_kernel", pass_b_kernel<S, A, MODE>, grid_b, dim3(kThreads), s, y, M, L,
-                 tau, p, npos, smin, pos_idx, coef, self, grad);
+    err = launch("pass_b_kernel", pass_b_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_b)),
+                 block, M, L, p, pl.split, npos, nkeep, key, plab, idx, b_off, coef, grad, gpart);
     if (!err.empty()) return err;
+    if (pl.split > 1) {
+      const int64_t fb = std::min<int64_t>(cdiv(M * L, kThreads), pl.ctas_b * 4);
+      err = launch("finish_kernel", finish_kernel<A, MODE>, dim3(static_cast<unsigned>(fb)),
+                   block, M, L, pl.split, npos, nkeep, idx, coef, gpart, grad);
+      if (!err.empty()) return err;
+    }
   }
   return std::string();
 }
@@ -65,7 +103,7 @@ template <typename S, typename A, typename Launch>
 std::string launch_typed(const Launch& launch, const void* scores, const void* labels, int64_t M,
                          int64_t L, double delta, double pos_thr, bool exact, bool need_grad,
                          void* rank, void* sort, int32_t* npos, void* grad, char* ws,
-                         const Layout& lay) {
+                         const Layout& lay, const Plan& pl) {
   const S* s = static_cast<const S*>(scores);
   const A* y = static_cast<const A*>(labels);
   A* rk = static_cast<A*>(rank);
@@ -74,12 +112,12 @@ std::string launch_typed(const Launch& launch, const void* scores, const void* l
   const A d = static_cast<A>(delta), tau = static_cast<A>(pos_thr);
   if (exact)
     return launch_passes<S, A, kExact>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g, ws,
-                                       lay);
+                                       lay, pl);
   if (delta > 0)
     return launch_passes<S, A, kSmooth>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g,
-                                        ws, lay);
+                                        ws, lay, pl);
   return launch_passes<S, A, kHard>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g, ws,
-                                    lay);
+                                    lay, pl);
 }
 
 // Every launch for M > 0 rows; the workspace `ws` is carved by `lay` (make_layout with
@@ -88,20 +126,21 @@ template <typename Launch>
 std::string launch_all(const Launch& launch, const void* scores, const void* labels, int64_t M,
                        int64_t L, int dtype, double delta, double pos_thr, bool exact,
                        bool need_grad, void* rank, void* sort, int32_t* npos, void* grad,
-                       char* ws, const Layout& lay) {
+                       char* ws, const Layout& lay, const Plan& pl) {
   switch (dtype) {
     case kFloat32:
       return launch_typed<float, float>(launch, scores, labels, M, L, delta, pos_thr, exact,
-                                        need_grad, rank, sort, npos, grad, ws, lay);
+                                        need_grad, rank, sort, npos, grad, ws, lay, pl);
     case kFloat64:
       return launch_typed<double, double>(launch, scores, labels, M, L, delta, pos_thr, exact,
-                                          need_grad, rank, sort, npos, grad, ws, lay);
+                                          need_grad, rank, sort, npos, grad, ws, lay, pl);
     case kFloat16:
       return launch_typed<__half, float>(launch, scores, labels, M, L, delta, pos_thr, exact,
-                                         need_grad, rank, sort, npos, grad, ws, lay);
+                                         need_grad, rank, sort, npos, grad, ws, lay, pl);
     case kBFloat16:
       return launch_typed<__nv_bfloat16, float>(launch, scores, labels, M, L, delta, pos_thr,
-                                                exact, need_grad, rank, sort, npos, grad, ws, lay);
+                                                exact, need_grad, rank, sort, npos, grad, ws, lay,
+                                                pl);
     default:
       return "unknown dtype code " + std::to_string(dtype);
   }

@@ -7,6 +7,7 @@ ImportError when ``_C`` was not built; dispatch then treats both backends as abs
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import torch
@@ -76,12 +77,43 @@ def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad):
     sort = torch.empty(m, dtype=acc, device=dev)
     npos = torch.empty(m, dtype=torch.int32, device=dev)
     grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=dev)
-    nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad))
-    work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
     index = dev.index if dev.index is not None else torch.cuda.current_device()
+    tuning = cuda_tuning(index)
+    nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad),
+                                     tuning)
+    work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
     stream = torch.cuda.current_stream(dev).cuda_stream
     _C.rank_sort_cuda(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[s.dtype], float(delta),
                       float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                       sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
-                      work.data_ptr(), nbytes, stream, index)
+                      work.data_ptr(), nbytes, stream, index, tuning)
     return rank, sort, npos, grad
+
+
+# The CUDA kernels' launch parameters that only a GPU measurement can settle
+# (csrc/cuda/rank_sort_cuda.h, CudaTuning), as environment variables for the benchmark's
+# sweeps (bench/gpu_check.sh); the defaults are the struct's. Read at each call (a few dict
+# lookups) so that a sweep in one process sees each setting.
+TUNING_ENV = {
+    "ctas_per_sm": "RSPOSE_CUDA_CTAS_PER_SM",
+    "warp_items_per_sm": "RSPOSE_CUDA_WARP_ITEMS_PER_SM",
+    "max_split": "RSPOSE_CUDA_MAX_SPLIT",
+}
+
+
+def cuda_tuning(index: int):
+    tuning = _C.CudaTuning()
+    tuning.sms = _sm_count(index)
+    for field, var in TUNING_ENV.items():
+        value = os.environ.get(var)
+        if value is not None:
+            try:
+                setattr(tuning, field, max(1, int(value)))
+            except ValueError:
+                raise ValueError(f"{var}: expected a positive integer, got {value!r}") from None
+    return tuning
+
+
+@lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count

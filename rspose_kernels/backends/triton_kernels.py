@@ -77,6 +77,17 @@ def _in_ramp(x, delta):
     return (tl.abs(x) < delta).to(x.dtype)
 
 
+@triton.jit
+def _div(a, b):
+    """a / b rounded to nearest. Triton lowers a float32 `/` to div.full.f32 on the GPU (up to
+    2 ulp off, where the interpreter, the CPU and the CUDA backends divide exactly); these
+    divisions run once per positive, not per pair, so the exact one costs nothing."""
+    if b.dtype == tl.float32:
+        return tl.div_rn(a, b)
+    else:
+        return a / b
+
+
 # ----------------------------------------------------------------------------- kernels
 
 
@@ -134,18 +145,21 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
     tl.store(nkeep_ptr + row, k_run)
 
 
-@triton.jit
+# L and the block counts are not specialised (divisibility, == 1): the row's positive and
+# negative segments start at arbitrary offsets anyway, and each new value would cost a JIT.
+@triton.jit(do_not_specialize=["L", "NBP"])
 def _pass_a_kernel(key_ptr, plab_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
                    L, NBP, delta, half_inv,
                    BP: tl.constexpr, BL: tl.constexpr, BL2: tl.constexpr,
                    DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    base = row * L
+    plane = L.to(tl.int64)     # every k·L offset in int64 (6·M·L may pass 2^31)
+    base = row * plane
     acc_ty = key_ptr.dtype.element_ty
     n = tl.load(npos_ptr + row)
     n_keep = tl.load(nkeep_ptr + row)
     NC: tl.constexpr = 6 if EXACT else 3
-    cbase = row * NC * L
+    cbase = row * NC * plane
     for blk in range(tl.program_id(1), tl.cdiv(n, BP), tl.num_programs(1)):
         i = blk * BP + tl.arange(0, BP)
         i_ok = i < n
@@ -211,41 +225,42 @@ def _pass_a_kernel(key_ptr, plab_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
         t_mass = tl.where(i_ok, t_mass, 1.0)
         a_mass = t_mass + z_mass
 
-        rank_error = fp_count / (a_mass + fp_count)
-        sort_error = c_sum / a_mass - d_sum / t_mass
+        rank_error = _div(fp_count, a_mass + fp_count)
+        sort_error = _div(c_sum, a_mass) - _div(d_sum, t_mass)
         tl.store(part_ptr + row * 2 * NBP + blk, tl.sum(tl.where(i_ok, rank_error, 0.0), 0))
         tl.store(part_ptr + (row * 2 + 1) * NBP + blk, tl.sum(tl.where(i_ok, sort_error, 0.0), 0))
         if NEED_GRAD:
             if EXACT:
                 denom = a_mass + fp_count
-                d_f = a_mass / (denom * denom)
-                d_a = -fp_count / (denom * denom) - c_sum / (a_mass * a_mass)
-                d_c = 1.0 / a_mass
-                d_t = d_sum / (t_mass * t_mass)
-                d_d = -1.0 / t_mass
+                d_f = _div(a_mass, denom * denom)
+                d_a = _div(-fp_count, denom * denom) - _div(c_sum, a_mass * a_mass)
+                d_c = _div(tl.full(a_mass.shape, 1.0, a_mass.dtype), a_mass)
+                d_t = _div(d_sum, t_mass * t_mass)
+                d_d = _div(tl.full(t_mass.shape, -1.0, t_mass.dtype), t_mass)
                 self_term = -(d_f * fp_ramp + d_a * tl.sum(a_ramp2, 1)
                               + d_c * tl.sum(c_ramp2, 1) + d_t * tl.sum(t_ramp2, 1)
                               + d_d * tl.sum(d_ramp2, 1)) * half_inv
                 tl.store(coef_ptr + cbase + i, d_f, mask=i_ok)
-                tl.store(coef_ptr + cbase + L + i, d_a, mask=i_ok)
-                tl.store(coef_ptr + cbase + 2 * L + i, d_c, mask=i_ok)
-                tl.store(coef_ptr + cbase + 3 * L + i, d_t, mask=i_ok)
-                tl.store(coef_ptr + cbase + 4 * L + i, d_d, mask=i_ok)
-                tl.store(coef_ptr + cbase + 5 * L + i, self_term, mask=i_ok)
+                tl.store(coef_ptr + cbase + plane + i, d_a, mask=i_ok)
+                tl.store(coef_ptr + cbase + 2 * plane + i, d_c, mask=i_ok)
+                tl.store(coef_ptr + cbase + 3 * plane + i, d_t, mask=i_ok)
+                tl.store(coef_ptr + cbase + 4 * plane + i, d_d, mask=i_ok)
+                tl.store(coef_ptr + cbase + 5 * plane + i, self_term, mask=i_ok)
             else:
                 has_fp = fp_count > _EPS
                 has_lower = z_mass > _EPS
                 # (the inner where only keeps the discarded 0/0 lanes quiet)
-                rank_coef = tl.where(has_fp, rank_error / tl.where(has_fp, fp_count, 1.0), 0.0)
-                sort_coef = tl.where(has_lower, sort_error / tl.where(has_lower, z_mass, 1.0), 0.0)
+                rank_coef = tl.where(has_fp, _div(rank_error, tl.where(has_fp, fp_count, 1.0)), 0.0)
+                sort_coef = tl.where(has_lower, _div(sort_error, tl.where(has_lower, z_mass, 1.0)),
+                                     0.0)
                 self_term = -(tl.where(has_fp, rank_error, 0.0)
                               + tl.where(has_lower, sort_error, 0.0))
                 tl.store(coef_ptr + cbase + i, rank_coef, mask=i_ok)
-                tl.store(coef_ptr + cbase + L + i, sort_coef, mask=i_ok)
-                tl.store(coef_ptr + cbase + 2 * L + i, self_term, mask=i_ok)
+                tl.store(coef_ptr + cbase + plane + i, sort_coef, mask=i_ok)
+                tl.store(coef_ptr + cbase + 2 * plane + i, self_term, mask=i_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "NBP", "NBN"])
 def _pass_b_kernel(key_ptr, plab_ptr, idx_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
                    grad_ptr, rank_ptr, sort_ptr,
                    L, NBP, NBN, delta, half_inv,
@@ -254,11 +269,12 @@ def _pass_b_kernel(key_ptr, plab_ptr, idx_ptr, coef_ptr, part_ptr, npos_ptr, nke
                    DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     p = tl.program_id(1)
-    base = row * L
+    plane = L.to(tl.int64)
+    base = row * plane
     acc_ty = key_ptr.dtype.element_ty
     n = tl.load(npos_ptr + row)
     n_keep = tl.load(nkeep_ptr + row)
-    inv_n = 1.0 / tl.maximum(n, 1).to(acc_ty)
+    inv_n = _div(tl.full([], 1.0, acc_ty), tl.maximum(n, 1).to(acc_ty))
 
     if p == 0:
         # rank_row, sort_row: pass A's block partials summed in block order.
@@ -274,7 +290,7 @@ def _pass_b_kernel(key_ptr, plab_ptr, idx_ptr, coef_ptr, part_ptr, npos_ptr, nke
 
     if NEED_GRAD:
         NC: tl.constexpr = 6 if EXACT else 3
-        cbase = row * NC * L
+        cbase = row * NC * plane
         g_ty = grad_ptr.dtype.element_ty
         if p < NBN:
             # Unpruned negatives k: Σ_i H(x_ik)·r_i, or Σ_i H'(x_ik)·∂F_i.
@@ -314,21 +330,22 @@ def _pass_b_kernel(key_ptr, plab_ptr, idx_ptr, coef_ptr, part_ptr, npos_ptr, nke
                     y_i = tl.load(plab_ptr + base + i, mask=i_ok, other=0.0)
                     x = s_j[:, None] - s_i[None, :]
                     if EXACT:
-                        d_a = tl.load(coef_ptr + cbase + L + i, mask=i_ok, other=0.0)[None, :]
-                        d_c = tl.load(coef_ptr + cbase + 2 * L + i, mask=i_ok, other=0.0)[None, :]
-                        d_t = tl.load(coef_ptr + cbase + 3 * L + i, mask=i_ok, other=0.0)[None, :]
-                        d_d = tl.load(coef_ptr + cbase + 4 * L + i, mask=i_ok, other=0.0)[None, :]
+                        d_a = tl.load(coef_ptr + cbase + plane + i, mask=i_ok, other=0.0)
+                        d_c = tl.load(coef_ptr + cbase + 2 * plane + i, mask=i_ok, other=0.0)
+                        d_t = tl.load(coef_ptr + cbase + 3 * plane + i, mask=i_ok, other=0.0)
+                        d_d = tl.load(coef_ptr + cbase + 4 * plane + i, mask=i_ok, other=0.0)
                         upper = y_j[:, None] >= y_i[None, :]     # j ∈ T_i
-                        c = d_a + d_c * gap_j + tl.where(upper, d_t + d_d * gap_j, 0.0)
+                        c = (d_a[None, :] + d_c[None, :] * gap_j
+                             + tl.where(upper, d_t[None, :] + d_d[None, :] * gap_j, 0.0))
                         acc += _in_ramp(x, delta) * c
                     else:
-                        q_i = tl.load(coef_ptr + cbase + L + i, mask=i_ok, other=0.0)[None, :]
+                        q_i = tl.load(coef_ptr + cbase + plane + i, mask=i_ok, other=0.0)[None, :]
                         lower = y_j[:, None] < y_i[None, :]      # y_j < y_i
                         acc += tl.where(lower, _step(x, half_inv, DELTA_ZERO) * q_i, 0.0)
                 swept = tl.sum(acc, 1)
                 if EXACT:
                     swept = swept * half_inv
-                self_j = tl.load(coef_ptr + cbase + (NC - 1) * L + j, mask=j_ok, other=0.0)
+                self_j = tl.load(coef_ptr + cbase + (NC - 1) * plane + j, mask=j_ok, other=0.0)
                 dst = tl.load(idx_ptr + base + j, mask=j_ok, other=0)
                 tl.store(grad_ptr + base + dst, ((self_j + swept) * inv_n).to(g_ty), mask=j_ok)
 
@@ -371,7 +388,10 @@ def default_blocks(length: int, acc_dtype: torch.dtype = torch.float32) -> Block
                       a_pos=16, a_neg=64, b_neg=64, b_neg_pos=16, b_pos=16, b_pos_pos=16)
     compact, compact_warps = (2048, 8) if length > 8192 else (1024, 4)
     if acc_dtype == torch.float64:
-        return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32, b_pos_pos=16)
+        # Half the pass-B negative tile (128 × 16): 128 × 32 float64 accumulators took 236–240
+        # registers on sm_80 (one program per SM), 64 × 32 spilled; this one: ≤ 126, no spill.
+        return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32, b_neg_pos=16,
+                      b_pos_pos=16)
     return Blocks(compact=compact, compact_warps=compact_warps)
 
 
@@ -380,12 +400,17 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _programs_per_row(m: int, blocks_per_row: int, device: torch.device, override) -> int:
+def _multiprocessors(device: torch.device) -> int:
+    """SMs of the tensors' device (1 on CPU); tests/gpu_resources.py sets it per target."""
+    if device.type != "cuda":
+        return 1
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _programs_per_row(m: int, blocks_per_row: int, sms: int, override) -> int:
     """Programs per row for a strided loop over a row's blocks: ~32 per SM in all."""
     if override is not None:
         return max(1, min(blocks_per_row, override))
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == "cuda" else 1
     return max(1, min(blocks_per_row, triton.cdiv(32 * sms, max(m, 1)), 16384))
 
 
@@ -426,18 +451,19 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, *,
     grad_arg = grad if need_grad else part     # never written when need_grad is False
 
     nw = cfg.warps
+    sms = _multiprocessors(dev)
     with _on_device(dev):
         _compact_kernel[(m,)](
             scores, labels, key, idx, plab, grad_arg, npos, nkeep, length, float(pos_thr), delta,
             BLOCK=cfg.compact, WRITE_GRAD=need_grad, num_warps=cfg.compact_warps)
-        ga = _programs_per_row(m, nbp, dev, cfg.programs)
+        ga = _programs_per_row(m, nbp, sms, cfg.programs)
         _pass_a_kernel[(m, ga)](
             key, plab, coef, part, npos, nkeep, length, nbp, delta, half_inv,
             BP=cfg.a_pos, BL=cfg.a_neg, BL2=cfg.a_pp,
             DELTA_ZERO=delta_zero, EXACT=exact, NEED_GRAD=need_grad, num_warps=nw)
         if need_grad:
-            nbn = _programs_per_row(m, triton.cdiv(length, cfg.b_neg), dev, cfg.programs)
-            nbj = _programs_per_row(m, triton.cdiv(length, cfg.b_pos), dev, cfg.programs)
+            nbn = _programs_per_row(m, triton.cdiv(length, cfg.b_neg), sms, cfg.programs)
+            nbj = _programs_per_row(m, triton.cdiv(length, cfg.b_pos), sms, cfg.programs)
         else:
             nbn, nbj = 1, 0
         _pass_b_kernel[(m, nbn + nbj)](

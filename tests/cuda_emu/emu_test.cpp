@@ -36,10 +36,12 @@ long g_ctas = 0;
 // and small caps are how the strided paths get exercised at test sizes.
 struct EmuLaunch {
   unsigned gx_cap, gy_cap;
+  int* splits;  // counts the pass-B launches that split rows (finish_kernel launches)
   template <typename... P, typename... Args>
   std::string operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
                          Args... args) const {
     std::string err = emu::check_config(grid, block);
+    if (std::string(name) == "finish_kernel") ++*splits;
     if (err.empty()) {
       const dim3 run(grid.x < gx_cap ? grid.x : gx_cap, grid.y < gy_cap ? grid.y : gy_cap, grid.z);
       g_ctas += static_cast<long>(run.x) * run.y * run.z;
@@ -74,7 +76,8 @@ struct Case {
   bool exact, need_grad;
   double pos_thr, pos_frac;
   bool ties, trained, nan;
-  unsigned gx_cap, gy_cap;
+  unsigned gx_cap;
+  CudaTuning tuning;  // the SM count and knobs the launch shape is planned for
 };
 
 const char* dtype_name(int d) {
@@ -82,6 +85,7 @@ const char* dtype_name(int d) {
 }
 
 long g_values = 0;
+int g_split_launches = 0;
 
 struct Compare {
   double abs_tol, rel_tol;
@@ -128,15 +132,17 @@ int run_case(const Case& c, int seed) {
     y[i] = static_cast<A>(yv[i]);
   }
 
-  const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad);
+  const Plan plan = make_plan(M, L, c.exact, acc_bytes(c.dtype), c.tuning);
+  const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad, plan.split);
   Guarded<char> ws(lay.total, static_cast<char>(0xff));  // garbage: unwritten reads give NaN
   Guarded<A> rank(M, A(NAN)), sort(M, A(NAN));
   Guarded<int32_t> npos(M, -7);
   Guarded<A> grad(c.need_grad ? ML : 0, A(NAN));   // the gradient comes back in acc
   const std::string err =
-      launch_all(EmuLaunch{c.gx_cap, c.gy_cap}, s.data(), y.data(), M, L, c.dtype, c.delta,
-                 c.pos_thr, c.exact, c.need_grad, rank.data(), sort.data(), npos.data(),
-                 c.need_grad ? static_cast<void*>(grad.data()) : nullptr, ws.data(), lay);
+      launch_all(EmuLaunch{c.gx_cap, kNoCap, &g_split_launches}, s.data(), y.data(), M, L,
+                 c.dtype, c.delta, c.pos_thr, c.exact, c.need_grad, rank.data(), sort.data(),
+                 npos.data(), c.need_grad ? static_cast<void*>(grad.data()) : nullptr, ws.data(),
+                 lay, plan);
 
   std::vector<A> rank2(M), sort2(M), grad2(ML);
   std::vector<int32_t> npos2(M);
@@ -160,8 +166,8 @@ int run_case(const Case& c, int seed) {
   if (c.need_grad)
     for (size_t i = 0; i < ML; ++i) {
       const A got = grad.data()[i];
-      // In a row with a NaN loss the CPU gives 0 to negatives it prunes per element, where
-      // the GPU, pruning whole tiles only, computes 0 · NaN: NaN there is not a mismatch.
+      // In a row with a NaN loss the CPU may give 0 where the GPU computes 0 · NaN (or the
+      // reverse): NaN there is not a mismatch.
       const int64_t r = static_cast<int64_t>(i) / L;
       if (std::isnan(got) && (std::isnan(rank2[r]) || std::isnan(sort2[r]))) continue;
       acc("grad", static_cast<int64_t>(i), got, grad2[i]);
@@ -171,10 +177,11 @@ int run_case(const Case& c, int seed) {
     ++bad;
   }
   bad += acc.bad;
-  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64 " delta=%-4g tau=%-3g %s%s grid<=(%u,%u): %s\n",
+  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64 " delta=%-4g tau=%-3g %s%s sms=%d "
+              "ctas A/B=%" PRId64 "/%" PRId64 " split=%d grid<=%u: %s\n",
               c.what, dtype_name(c.dtype), M, L, c.delta, c.pos_thr,
-              c.exact ? "exact" : "identity", c.need_grad ? "" : " no-grad",
-              c.gx_cap == kNoCap ? 0u : c.gx_cap, c.gy_cap == kNoCap ? 0u : c.gy_cap,
+              c.exact ? "exact" : "identity", c.need_grad ? "" : " no-grad", c.tuning.sms,
+              plan.ctas_a, plan.ctas_b, plan.split, c.gx_cap == kNoCap ? 0u : c.gx_cap,
               bad ? "FAIL" : "ok");
   return bad;
 }
@@ -192,39 +199,48 @@ int run(const Case& c, int seed) {
 
 int main() {
   constexpr unsigned N = kNoCap;
+  // Launch shapes: the default tuning on a small device (persistent grids of a few CTAs, so
+  // every item loop strides), one that splits rows in pass B (few rows, many warps wanted),
+  // and an H100's 132 SMs (grids larger than the work: idle CTAs and warps exit).
+  const CudaTuning small{2, 2, 8, 8}, split{4, 1, 256, 8}, h100{132, 4, 64, 32};
   // Rows 0 and 1 of every case are empty and all-positive. Lengths are off the tile sizes
-  // (256 pass-A tile, 1024 pass-B block, 32/64 positives per pass-A CTA, 256 per pass-B
-  // tile); grid caps force the grid-stride loops. grid<=(0,0) in the log means uncapped.
+  // (256 pass-A tile, 256-slot pass-B chunks, 32/64 positives per pass-A item); grid caps
+  // force the grid-stride loops further. grid<=0 in the log means uncapped.
   const Case cases[] = {
-      // what                   dtype     M    L     delta  exact  grad   tau  frac  ties   trained nan    caps
-      {"smooth",               kFloat32, 5,   37,   0.5,   false, true,  0,   0.3,  false, false, false, N, N},
-      {"hard ties",            kFloat32, 5,   37,   0.0,   false, true,  0,   0.3,  true,  false, false, N, N},
-      {"exact ties",           kFloat32, 5,   37,   0.25,  true,  true,  0,   0.3,  true,  false, false, N, N},
-      {"exact",                kFloat64, 4,   300,  0.5,   true,  true,  0,   0.3,  false, false, false, N, N},
-      {"strided ties",         kFloat32, 4,   300,  1.0,   false, true,  0,   0.5,  true,  false, false, 2, 2},
-      {"pass-B blocks",        kFloat32, 3,   1100, 0.5,   false, true,  0,   0.1,  false, false, false, N, N},
-      {"exact one CTA",        kFloat32, 3,   1100, 0.5,   true,  true,  0,   0.1,  false, false, false, 1, 1},
-      {"L=1",                  kFloat32, 3,   1,    0.5,   false, true,  0,   0.5,  false, false, false, N, N},
-      {"L=0",                  kFloat32, 3,   0,    0.5,   true,  true,  0,   0.5,  false, false, false, N, N},
-      {">256 positives hard",  kFloat64, 3,   600,  0.0,   false, true,  0,   0.6,  true,  false, false, N, 2},
-      {"NaN score",            kFloat32, 4,   40,   0.5,   false, true,  0,   0.3,  false, false, true,  N, N},
-      {"NaN score exact",      kFloat64, 4,   40,   0.5,   true,  true,  0,   0.3,  false, false, true,  N, N},
-      {"prunable",             kFloat32, 4,   1100, 0.5,   false, true,  0,   0.02, false, true,  false, N, N},
-      {"prunable exact",       kFloat32, 4,   1100, 0.5,   true,  true,  0,   0.02, false, true,  false, N, N},
-      {"prunable hard",        kFloat32, 4,   700,  0.0,   false, true,  0,   0.02, false, true,  false, N, N},
-      {"soft negatives",       kFloat32, 4,   300,  0.5,   false, true,  0.3, 0.4,  false, false, false, N, N},
-      {"soft negatives exact", kFloat64, 4,   300,  0.5,   true,  true,  0.3, 0.4,  true,  false, false, N, N},
-      {"no grad",              kFloat32, 4,   300,  0.5,   false, false, 0,   0.3,  false, false, false, N, N},
-      {"no grad exact",        kFloat64, 4,   300,  0.5,   true,  false, 0,   0.3,  false, false, false, N, N},
-      {"many rows",            kFloat32, 300, 20,   0.5,   false, true,  0,   0.3,  false, false, false, 7, N},
-      {"f16",                  kFloat16, 4,   300,  0.5,   false, true,  0,   0.3,  false, false, false, N, N},
-      {"f16 exact strided",    kFloat16, 4,   300,  0.5,   true,  true,  0,   0.4,  false, false, false, 2, 2},
-      {"bf16 hard ties",       kBFloat16,4,   300,  0.0,   false, true,  0,   0.3,  true,  false, false, N, N},
-      {"bf16 exact",           kBFloat16,3,   600,  0.25,  true,  true,  0,   0.3,  false, false, false, N, N},
+      // what                   dtype     M    L     delta  exact  grad   tau  frac  ties   trained nan    cap tuning
+      {"smooth",               kFloat32, 5,   37,   0.5,   false, true,  0,   0.3,  false, false, false, N, small},
+      {"smooth split",         kFloat32, 5,   37,   0.5,   false, true,  0,   0.3,  false, false, false, N, split},
+      {"hard ties",            kFloat32, 5,   37,   0.0,   false, true,  0,   0.3,  true,  false, false, N, small},
+      {"hard ties split",      kFloat32, 5,   90,   0.0,   false, true,  0,   0.5,  true,  false, false, N, split},
+      {"exact ties",           kFloat32, 5,   37,   0.25,  true,  true,  0,   0.3,  true,  false, false, N, small},
+      {"exact",                kFloat64, 4,   300,  0.5,   true,  true,  0,   0.3,  false, false, false, N, h100},
+      {"exact split",          kFloat64, 3,   300,  0.5,   true,  true,  0,   0.4,  false, false, false, N, split},
+      {"strided ties",         kFloat32, 4,   300,  1.0,   false, true,  0,   0.5,  true,  false, false, 1, small},
+      {"long rows",            kFloat32, 3,   1100, 0.5,   false, true,  0,   0.1,  false, false, false, N, small},
+      {"exact one CTA",        kFloat32, 3,   1100, 0.5,   true,  true,  0,   0.1,  false, false, false, 1, small},
+      {"one long row split",   kFloat32, 1,   700,  0.5,   false, true,  0,   1.0,  false, false, false, N, split},
+      {"L=1",                  kFloat32, 3,   1,    0.5,   false, true,  0,   0.5,  false, false, false, N, small},
+      {"L=0",                  kFloat32, 3,   0,    0.5,   true,  true,  0,   0.5,  false, false, false, N, small},
+      {">256 positives hard",  kFloat64, 3,   600,  0.0,   false, true,  0,   0.6,  true,  false, false, N, small},
+      {"NaN score",            kFloat32, 4,   40,   0.5,   false, true,  0,   0.3,  false, false, true,  N, small},
+      {"NaN score exact",      kFloat64, 4,   40,   0.5,   true,  true,  0,   0.3,  false, false, true,  N, split},
+      {"prunable",             kFloat32, 4,   1100, 0.5,   false, true,  0,   0.02, false, true,  false, N, small},
+      {"prunable exact",       kFloat32, 4,   1100, 0.5,   true,  true,  0,   0.02, false, true,  false, N, small},
+      {"prunable hard",        kFloat32, 4,   700,  0.0,   false, true,  0,   0.02, false, true,  false, N, h100},
+      {"soft negatives",       kFloat32, 4,   300,  0.5,   false, true,  0.3, 0.4,  false, false, false, N, small},
+      {"soft negatives exact", kFloat64, 4,   300,  0.5,   true,  true,  0.3, 0.4,  true,  false, false, N, small},
+      {"no grad",              kFloat32, 4,   300,  0.5,   false, false, 0,   0.3,  false, false, false, N, small},
+      {"no grad exact",        kFloat64, 4,   300,  0.5,   true,  false, 0,   0.3,  false, false, false, N, split},
+      {"many rows",            kFloat32, 300, 20,   0.5,   false, true,  0,   0.3,  false, false, false, 7, small},
+      {"many rows h100",       kFloat32, 300, 20,   0.5,   false, true,  0,   0.3,  false, false, false, N, h100},
+      {"f16",                  kFloat16, 4,   300,  0.5,   false, true,  0,   0.3,  false, false, false, N, small},
+      {"f16 exact strided",    kFloat16, 4,   300,  0.5,   true,  true,  0,   0.4,  false, false, false, 2, split},
+      {"bf16 hard ties",       kBFloat16,4,   300,  0.0,   false, true,  0,   0.3,  true,  false, false, N, small},
+      {"bf16 exact",           kBFloat16,3,   600,  0.25,  true,  true,  0,   0.3,  false, false, false, N, split},
   };
   int bad = 0, n = 0;
   for (const Case& c : cases) bad += run(c, ++n) != 0;
-  std::printf("emulated %d cases, %ld CTAs, %ld values compared: %d mismatches\n", n, g_ctas,
-              g_values, bad);
+  std::printf("emulated %d cases, %ld CTAs, %ld values compared, %d split launches: %d "
+              "mismatches\n", n, g_ctas, g_values, g_split_launches, bad);
   return bad != 0;
 }

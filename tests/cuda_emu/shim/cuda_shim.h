@@ -4,9 +4,9 @@
 //
 // Modelled: a grid runs one CTA after another; a CTA's threads are fibers on one OS thread,
 // each running until it blocks at a barrier: __syncthreads(_or) for the CTA, and the warp
-// exchanges __shfl_xor_sync / __ballot_sync, which wait for all 32 lanes. Threads run as far
-// as they can and the order alternates each sweep, so a missing barrier shows up as stale
-// shared memory in the results. A barrier some thread never reaches (divergence), mixed
+// exchanges __shfl_xor_sync / __shfl_sync / __shfl_up_sync / __ballot_sync, which wait for
+// all 32 lanes. Threads run as far as they can and the order alternates each sweep, so a
+// missing barrier shows up as stale shared memory in the results. A barrier some thread never reaches (divergence), mixed
 // barrier kinds, a partial warp mask and launches outside CUDA's grid/block limits are
 // reported as launch errors. __shared__ is a function static (one CTA runs at a time).
 // __half / __nv_bfloat16 are floats rounded to their precision.
@@ -29,7 +29,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __shared__ static
 
@@ -206,6 +206,27 @@ inline T __shfl_xor_sync(unsigned mask, T v, int o) {
   return emu::exchange(mask, v, [&](unsigned w, uint64_t g) {
     T r;
     std::memcpy(&r, emu::xchg_slot(w, g, src), sizeof(T));
+    return r;
+  });
+}
+
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src) {
+  const unsigned from = static_cast<unsigned>(src) & 31u;
+  return emu::exchange(mask, v, [&](unsigned w, uint64_t g) {
+    T r;
+    std::memcpy(&r, emu::xchg_slot(w, g, from), sizeof(T));
+    return r;
+  });
+}
+
+// Lanes below `delta` keep their own value, as on the GPU.
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta) {
+  const unsigned l = threadIdx.x % 32;
+  return emu::exchange(mask, v, [&](unsigned w, uint64_t g) {
+    T r;
+    std::memcpy(&r, emu::xchg_slot(w, g, l >= delta ? l - delta : l), sizeof(T));
     return r;
   });
 }

@@ -1,0 +1,64 @@
+"""The CUDA backend's host-side launch planning (csrc/cuda/rank_sort_launch.cuh, make_plan),
+through _C, without a GPU: grids are capped by the SM count, rows are split only when there
+are few of them, and the launch parameters come from the RSPOSE_CUDA_* variables."""
+import pytest
+
+from parity import require
+
+native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
+                 "rspose_kernels._C is not built")
+_C = native._C
+pytestmark = pytest.mark.skipif(not _C.has_cuda(), reason="_C was built without CUDA")
+
+
+def tuning(sms=132, **kw):
+    t = _C.CudaTuning()
+    t.sms = sms
+    for k, v in kw.items():
+        setattr(t, k, v)
+    return t
+
+
+def test_defaults_are_the_structs():
+    t = _C.CudaTuning()
+    assert (t.ctas_per_sm, t.warp_items_per_sm, t.max_split) == (4, 16, 32)
+
+
+@pytest.mark.parametrize("m,length", [(1088, 3072), (272, 12288), (68, 49152), (1088, 384)])
+def test_spec_shapes_run_persistent_grids_without_splitting(m, length):
+    ctas_a, ctas_b, split = _C.cuda_plan(m, length, _C.FLOAT32, False, tuning())
+    # Before: M·ceil(L/64) pass-A CTAs (52,224 at vitpose). Now a fixed 4 per SM.
+    assert ctas_a == 132 * 4
+    assert split == 1
+    assert ctas_b == min(132 * 4, -(-m * (-(-length // 256) + 1) // 8))
+
+
+def test_one_row_is_split_over_warps():
+    # Instance-Sort: one row of B·K = 1088 items.
+    ctas_a, ctas_b, split = _C.cuda_plan(1, 1088, _C.FLOAT32, False, tuning())
+    assert ctas_a == 17                     # ceil(1088 / 64) blocks at most
+    assert split == 32                      # capped by max_split
+    assert ctas_b == -(-(1 * (5 + 1) * 32) // 8)
+    assert _C.cuda_plan(1, 1088, _C.FLOAT32, False, tuning(max_split=4))[2] == 4
+    # A split needs its partial sums: more workspace, still O(M·L).
+    small = _C.cuda_workspace_bytes(1, 1088, _C.FLOAT32, False, True, tuning(max_split=1))
+    big = _C.cuda_workspace_bytes(1, 1088, _C.FLOAT32, False, True, tuning())
+    assert big - small >= 32 * 1088 * 4
+    assert big < 1088 * 4 * 64
+
+
+def test_grids_follow_the_sm_count():
+    for sms in (1, 108, 132):
+        ctas_a, ctas_b, _ = _C.cuda_plan(1088, 3072, _C.FLOAT64, True, tuning(sms, ctas_per_sm=2))
+        assert ctas_a == ctas_b == 2 * sms
+
+
+def test_tuning_from_environment(monkeypatch):
+    monkeypatch.setattr(native, "_sm_count", lambda index: 114)
+    monkeypatch.setenv("RSPOSE_CUDA_CTAS_PER_SM", "8")
+    monkeypatch.setenv("RSPOSE_CUDA_MAX_SPLIT", "0")        # clamped to 1: no split
+    t = native.cuda_tuning(0)
+    assert (t.sms, t.ctas_per_sm, t.warp_items_per_sm, t.max_split) == (114, 8, 16, 1)
+    monkeypatch.setenv("RSPOSE_CUDA_WARP_ITEMS_PER_SM", "many")
+    with pytest.raises(ValueError, match="RSPOSE_CUDA_WARP_ITEMS_PER_SM"):
+        native.cuda_tuning(0)
