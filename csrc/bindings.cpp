@@ -28,7 +28,8 @@ P* ptr(std::uintptr_t p) { return reinterpret_cast<P*>(p); }
 void cpu_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t L, int dtype,
                double delta, double pos_thr, bool exact, bool need_grad, std::uintptr_t rank,
                std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad, int num_threads,
-               int algorithm, double cost_per_negative, double cost_per_positive) {
+               int algorithm, double cost_per_negative, double cost_per_positive,
+               double cost_positive_pairs) {
   if (dtype != rspose::kFloat32 && dtype != rspose::kFloat64)
     throw std::invalid_argument("rank_sort_cpu: scores must be float32 or float64 (dtype code " +
                                 std::to_string(dtype) + ")");
@@ -42,7 +43,8 @@ void cpu_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t 
   rspose::rank_sort_cpu(ptr<const void>(scores), ptr<const void>(labels), M, L,
                         dtype == rspose::kFloat64, delta, pos_thr, exact, need_grad,
                         ptr<void>(rank), ptr<void>(sort), ptr<int32_t>(npos), ptr<void>(grad),
-                        num_threads, algorithm, cost_per_negative, cost_per_positive);
+                        num_threads, algorithm, cost_per_negative, cost_per_positive,
+                        cost_positive_pairs);
 }
 
 #ifdef RSPOSE_WITH_CUDA
@@ -104,17 +106,21 @@ PYBIND11_MODULE(_C, m) {
         py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
         py::arg("grad"), py::arg("num_threads"), py::arg("algorithm") = 0,
         py::arg("cost_per_negative") = 0.0, py::arg("cost_per_positive") = 0.0,
+        py::arg("cost_positive_pairs") = 1.0,
         "Rank & Sort rows on the CPU. Pointers to contiguous [M, L] scores and labels (both "
         "float32 or both float64), outputs rank/sort [M] (same dtype), npos [M] int32, grad "
         "[M, L] (same dtype; 0 when need_grad is false). algorithm: PAIRWISE, BUCKETED or "
-        "AUTO (per row, by the cost model with the two constants).");
+        "AUTO (per row, by the cost model with its three constants).");
 
   m.attr("PAIRWISE") = static_cast<int>(rspose::kPairwise);
   m.attr("BUCKETED") = static_cast<int>(rspose::kBucketed);
   m.attr("AUTO") = static_cast<int>(rspose::kAuto);
-  m.def("prefers_bucketed", [](int64_t n, int64_t nn, double per_negative, double per_positive) {
-    return rspose::prefers_bucketed(n, nn, rspose::CostModel{per_negative, per_positive});
+  m.def("prefers_bucketed", [](int64_t n, int64_t nn, double per_negative, double per_positive,
+                               double positive_pairs) {
+    return rspose::prefers_bucketed(n, nn,
+                                    rspose::CostModel{per_negative, per_positive, positive_pairs});
   }, py::arg("n"), py::arg("nn"), py::arg("cost_per_negative"), py::arg("cost_per_positive"),
+  py::arg("cost_positive_pairs"),
   "The per-row cost model of csrc/rank_sort_bucketed_math.h: whether a row with n positives "
   "and nn unpruned negatives goes to the bucketed algorithm under `auto`.");
 

@@ -45,6 +45,51 @@ RS_HD int32_t bucket_of(double s, const double* key, int32_t len) {
   return static_cast<int32_t>(base - key) + (base[0] <= s ? 1 : 0);
 }
 
+// The same bucket, found in O(1) expected: a uniform table over [key[0], key[nk−1]] gives,
+// per bin, the keys that can hold the answer, and a short search among them finishes. The
+// table only narrows the search and the result is checked against the keys around it (a
+// failed check falls back to the full search), so rounding in the bin arithmetic can never
+// change a bucket. `lut` has nbins + 1 entries, lut[t] ≤ #{key < key[0] + t·width}.
+struct BucketTable {
+  const double* key;
+  int32_t nk;
+  const int32_t* lut;
+  int32_t nbins;
+  double inv_width;  // nbins / (key[nk−1] − key[0]); 0 when there is no table
+};
+
+RS_HD int32_t bucket_lookup(double s, const BucketTable& b) {
+  if (b.nk == 0) return 0;
+  const double t = (s - b.key[0]) * b.inv_width;
+  if (!(t >= 0.0 && t < static_cast<double>(b.nbins))) {
+    if (s < b.key[0]) return 0;
+    if (s >= b.key[b.nk - 1]) return b.nk;
+    return bucket_of(s, b.key, b.nk);
+  }
+  const int32_t bin = static_cast<int32_t>(t);
+  const int32_t lo = b.lut[bin], hi = b.lut[bin + 1];
+  if ((lo > 0 && b.key[lo - 1] > s) || (hi < b.nk && b.key[hi] <= s))
+    return bucket_of(s, b.key, b.nk);
+  return lo + bucket_of(s, b.key + lo, hi - lo);
+}
+
+// Fills lut[0..nbins] for sorted keys (one merge sweep) and returns the table.
+RS_HD BucketTable bucket_table(const double* key, int32_t nk, int32_t* lut, int32_t nbins) {
+  BucketTable b{key, nk, lut, 0, 0.0};
+  if (nk < 2 || nbins < 1 || !(key[nk - 1] > key[0])) return b;
+  const double width = (key[nk - 1] - key[0]) / nbins;
+  int32_t k = 0;
+  for (int32_t t = 0; t < nbins; ++t) {
+    const double edge = key[0] + t * width;
+    while (k < nk && key[k] < edge) ++k;
+    lut[t] = k;
+  }
+  lut[nbins] = nk;
+  b.nbins = nbins;
+  b.inv_width = nbins / (key[nk - 1] - key[0]);
+  return b;
+}
+
 // Fenwick tree of K doubles per node over positions 0..m-1 (tree: K·(m+1) doubles, zeroed).
 template <int K>
 RS_HD void fenwick_add(double* tree, int32_t m, int32_t pos, const double (&v)[K]) {
@@ -60,22 +105,24 @@ RS_HD void fenwick_prefix(const double* tree, int32_t pos, double (&out)[K]) {
     for (int c = 0; c < K; ++c) out[c] += tree[static_cast<int64_t>(i) * K + c];
 }
 
-// Per-row cost model (docs/MATH.md, "Choosing per row"). Pairwise work is n·(n + ñ) pair
-// evaluations; bucketed work is a binary search over 2n breakpoints per element (ñ negatives
-// and n positives) plus Fenwick sweeps over the positives, both ~log2(2n) steps. The two
-// constants are the price of one such step in pair evaluations, calibrated per backend by
-// bench/run.py (rspose_kernels/backends/cost_model.py holds them).
+// Per-row cost model (docs/MATH.md, "Choosing per row"), in units of one positive-negative
+// pair evaluation of the pairwise kernel: pairwise work is n·(ñ + positive_pairs·n) (a
+// positive-positive pair reduces five sums, a positive-negative one only F); bucketed work is
+// ~log2(2n) steps per element (bucket search, histogram, Fenwick sweeps over the positives).
+// The constants are calibrated per backend by bench/run.py --calibrate and live in
+// rspose_kernels/backends/cost_model.py, which passes them here.
 struct CostModel {
-  double per_negative;  // pair evaluations one negative's search + histogram costs, per log2 step
-  double per_positive;  // the same for one positive (search, Fenwick sweeps, coefficients)
+  double per_negative;    // one negative's bucketed work, per log2(2n) step
+  double per_positive;    // one positive's bucketed work, per log2(2n) step
+  double positive_pairs;  // a positive-positive pair of the pairwise kernel
 };
 
 RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
   if (n < 2) return false;
-  const double steps = ::log2(2.0 * static_cast<double>(n));
-  const double pairwise = static_cast<double>(n) * static_cast<double>(n + nn);
-  const double bucketed = steps * (c.per_negative * static_cast<double>(nn) +
-                                   c.per_positive * static_cast<double>(n));
+  const double nd = static_cast<double>(n), nnd = static_cast<double>(nn);
+  const double steps = ::log2(2.0 * nd);
+  const double pairwise = nd * (nnd + c.positive_pairs * nd);
+  const double bucketed = steps * (c.per_negative * nnd + c.per_positive * nd);
   return pairwise > bucketed;
 }
 

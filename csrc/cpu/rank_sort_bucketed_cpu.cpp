@@ -30,6 +30,7 @@ struct Scratch {
   std::vector<double> y;            // per sorted positive: label
   std::vector<double> key;          // breakpoint keys, ascending
   std::vector<int32_t> lo_before;   // [nk + 1]: lo keys among the first q keys
+  std::vector<int32_t> lut;         // bucket_table's bins
   std::vector<int32_t> ql, qh;      // per sorted positive: first bucket with a > k / b > k
   std::vector<int32_t> qpos;        // per sorted positive: the bucket of its own score
   std::vector<int32_t> qneg;        // per negative: its bucket
@@ -120,14 +121,17 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   auto a_of = [&](int32_t q) { return HARD ? q : lo_before[q]; };
   auto b_of = [&](int32_t q) { return HARD ? q : q - lo_before[q]; };
 
+  // About one key per bin: the search after the table touches one or two keys.
+  const BucketTable table =
+      bucket_table(key, nk, sized(S.lut, static_cast<size_t>(nk) + 1), nk);
   int32_t* qpos = sized(S.qpos, un);
-  for (int32_t k = 0; k < n; ++k) qpos[k] = bucket_of(u[k], key, nk);
+  for (int32_t k = 0; k < n; ++k) qpos[k] = bucket_lookup(u[k], table);
   int32_t* qneg = sized(S.qneg, static_cast<size_t>(nn));
   double* sneg = sized(S.sneg, static_cast<size_t>(nn));
   double* ns = zeroed(S.neg_suf, static_cast<size_t>(nb + 1) * 2);
   for (int32_t j = 0; j < nn; ++j) {
     const double s = static_cast<double>(cs[n + j]) - offset;
-    const int32_t q = bucket_of(s, key, nk);
+    const int32_t q = bucket_lookup(s, table);
     sneg[j] = s;
     qneg[j] = q;
     ns[q * 2] += 1.0;

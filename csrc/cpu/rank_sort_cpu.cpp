@@ -468,10 +468,11 @@ void dispatch(const void* scores, const void* labels, int64_t M, int64_t L, doub
 void rank_sort_cpu(const void* scores, const void* labels, int64_t M, int64_t L,
                    bool is_double, double delta, double pos_thr, bool exact, bool need_grad,
                    void* rank, void* sort, int32_t* npos, void* grad, int num_threads,
-                   int algorithm, double cost_per_negative, double cost_per_positive) {
+                   int algorithm, double cost_per_negative, double cost_per_positive,
+                   double cost_positive_pairs) {
   if (M <= 0) return;
   const Algorithm alg = static_cast<Algorithm>(algorithm);
-  const CostModel cost{cost_per_negative, cost_per_positive};
+  const CostModel cost{cost_per_negative, cost_per_positive, cost_positive_pairs};
   if (is_double)
     dispatch<double>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
                      grad, num_threads, alg, cost);

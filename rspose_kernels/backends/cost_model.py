@@ -2,13 +2,14 @@
 "Choosing per row"; SPEC §5b) — the one place that decides which rows go where.
 
 A row with n positives and ñ negatives left after pruning costs the pairwise algorithm
-n·(n + ñ) pair evaluations, and the bucketed one ~log2(2n) steps per element (a binary
-search over the 2n breakpoints, histogram and Fenwick updates):
+n·ñ positive-negative and n² positive-positive pair evaluations, and the bucketed one
+~log2(2n) steps per element (bucket search, histogram and Fenwick updates). In units of a
+positive-negative pair:
 
-    bucketed  iff  n ≥ 2  and  n·(n + ñ) > log2(2n) · (per_negative·ñ + per_positive·n)
+    bucketed  iff  n ≥ 2  and  n·(ñ + positive_pairs·n) > log2(2n)·(per_negative·ñ + per_positive·n)
 
-``per_negative`` and ``per_positive`` are the price of one such step in pair evaluations,
-per backend, calibrated with bench/run.py (``--calibrate``); the C++ kernel evaluates the
+The constants are per backend, fitted with bench/run.py (``--calibrate``); the C++ kernel
+evaluates the
 same formula with the same constants (``prefers_bucketed`` in
 csrc/rank_sort_bucketed_math.h, which the tests check against this one). The torch backend's
 pairwise code (torch_ref) does not prune, so for it ñ is every negative of the row.
@@ -26,14 +27,22 @@ ALGORITHMS = ("auto", "pairwise", "bucketed")
 
 
 class CostModel(NamedTuple):
-    per_negative: float
-    per_positive: float
+    per_negative: float     # one negative's bucketed work, per log2(2n) step
+    per_positive: float     # one positive's bucketed work, per log2(2n) step
+    positive_pairs: float   # a positive-positive pair of the pairwise code
 
 
-# Calibrated on the 2-core CPU machine (bench/run.py --calibrate, see docs/MATH.md).
+# Fitted on the 2-core CPU machine by
+#   python bench/run.py --providers cpu/pairwise,cpu/bucketed --cpu-time --calibrate
+# (SPEC sizes, one thread, process time; per step 1.69 ns per negative and 12.2 ns per
+# positive against 0.218 ns per positive-negative pair; docs/MATH.md, "Choosing per row").
 COSTS = {
-    "cpu": CostModel(per_negative=4.0, per_positive=40.0),
-    "torch": CostModel(per_negative=4.0, per_positive=40.0),
+    "cpu": CostModel(per_negative=7.75, per_positive=56.1, positive_pairs=1.17),
+    # The torch code's per-call overheads swamp a fit at the sizes a CPU can time it on;
+    # set from `--quick --providers torch/pairwise,torch/bucketed --cpu-time`: bucketed was
+    # 2.3–5× faster on every heatmap shape, and 0.9–1.1× on simcc (n ≈ 37, L = 384/512),
+    # which these constants keep pairwise.
+    "torch": CostModel(per_negative=10.0, per_positive=10.0, positive_pairs=1.0),
 }
 
 
@@ -42,8 +51,9 @@ def prefers_bucketed(n: torch.Tensor, nn: torch.Tensor, cost: CostModel) -> torc
     n = n.to(torch.float64)
     nn = nn.to(torch.float64)
     steps = torch.log2(2 * n.clamp(min=1))
+    pairwise = n * (nn + cost.positive_pairs * n)
     bucketed = steps * (cost.per_negative * nn + cost.per_positive * n)
-    return (n >= 2) & (n * (n + nn) > bucketed)
+    return (n >= 2) & (pairwise > bucketed)
 
 
 def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr: float,

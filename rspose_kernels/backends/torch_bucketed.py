@@ -11,8 +11,9 @@ sums of the coefficients. The label-conditioned terms among positives (T, Z, C, 
 positives' gradient) are taken P×P, like torch_ref's positive block — the "small n" variant
 of SPEC §5b, which keeps the code free of a vectorised Fenwick tree.
 
-Everything is computed in float64 (band sums are differences of prefix sums over a whole
-row) and returned in the accumulation dtype. Memory: about ten [rows, L] and ten
+Band sums (differences of prefix sums over a whole row) are taken in float64; the P×P sums
+among positives in the accumulation dtype, as torch_ref takes them; results come back in
+the accumulation dtype. Memory: about ten [rows, L] and ten
 [rows, positives, positive block] float64 temporaries, rows and blocks sized by
 ``PAIR_BUDGET``: ~10 · PAIR_BUDGET · 8 bytes (≈ 160 MiB) plus O(M·L). Rows must hold finite
 unpruned scores (torch_backend routes the others to torch_ref). The positive counts are read
@@ -55,7 +56,7 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
             if p == 0:
                 continue
             out = _rows(s[rows], y[rows], pos[rows], npos[rows], p, block_p, delta, exact,
-                        need_grad)
+                        need_grad, scores.dtype)
             rank[rows], sort[rows] = out[0], out[1]
             if need_grad:
                 grad[rows] = out[2]
@@ -78,7 +79,7 @@ def _ramp_mass(c, cs, s_i, inv2d):
     return torch.where(c == 0, 0.0, (cs - s_i * c) * inv2d + 0.5 * c)
 
 
-def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad):
+def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad, pp_dtype):
     """Rows [R, L] with at most p positives -> (rank [R], sort [R], grad [R, L] or None)."""
     r, l = s.shape
     dev = s.device
@@ -129,25 +130,37 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad):
         ramp_s = by(a, negw * sq) - by(b, negw * sq)
         fp_count = nb + _ramp_mass(ramp_n, ramp_s, uf, inv2d)
 
-    # Positives among themselves, P×P in blocks of block_p positives i: the sums of pass A.
-    zero = s.new_zeros(())
-    coefs = []
-    lr_sum = s.new_zeros(r)
-    es_sum = s.new_zeros(r)
+    # Positives among themselves, P×P in blocks of block_p positives i, in the accumulation
+    # dtype (these are plain sums over the positives, not band differences): each block's
+    # sums give its coefficients at once, and with them its share of the positives' gradient.
+    acc = accumulation_dtype(pp_dtype)
+    up = uf.to(acc)
+    yp = py.to(acc)
+    gap = 1 - yp                                            # 1 − y_j
+    f_all = fp_count.to(acc)
+    fd_all = (ramp_n * inv2d).to(acc)
+    zero = up.new_zeros(())
+    lr_sum = up.new_zeros(r)
+    es_sum = up.new_zeros(r)
+    first, self_term = [], []
+    g_pos = up.new_zeros(r, p)
     for p0 in range(0, p, block_p):
         blk = slice(p0, min(p, p0 + block_p))
-        h, hp, upper, gap = _pos_block(uf, py, ok, blk, delta, exact)
-        i_ok = ok[:, blk]
-        f = fp_count[:, blk]
+        x = up[:, None, :] - up[:, blk, None]               # x_ij = s_j − s_i, [R, Pb, P]
+        mask = ok[:, None, :]
+        upper = yp[:, None, :] >= yp[:, blk, None]          # j ∈ T_i
+        h = step(x, delta) * mask
         h_upper = h * upper
         h_lower = h - h_upper
+        i_ok = ok[:, blk]
+        f = f_all[:, blk]
         t_mass = h_upper.sum(-1)
         z_mass = h_lower.sum(-1)
-        c_sum = (h * gap).sum(-1)
-        d_sum = (h_upper * gap).sum(-1)
-        a_mass = t_mass + z_mass
+        c_sum = h @ gap[:, :, None]
+        d_sum = (h_upper @ gap[:, :, None]).squeeze(-1)
+        c_sum = c_sum.squeeze(-1)
+        a_safe = torch.where(i_ok, t_mass + z_mass, 1.0)
         t_safe = torch.where(i_ok, t_mass, 1.0)
-        a_safe = torch.where(i_ok, a_mass, 1.0)
         rank_error = torch.where(i_ok, f / (a_safe + f), zero)
         sort_error = torch.where(i_ok, c_sum / a_safe - d_sum / t_safe, zero)
         lr_sum += rank_error.sum(1)
@@ -157,28 +170,33 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad):
         if not exact:
             has_fp = i_ok & (f > EPS)
             has_lower = i_ok & (z_mass > EPS)
-            coefs.append(dict(
-                r=torch.where(has_fp, rank_error / f, zero),
-                q=torch.where(has_lower, sort_error / z_mass, zero),
-                self=-(torch.where(has_fp, rank_error, zero)
-                       + torch.where(has_lower, sort_error, zero))))
+            first.append(torch.where(has_fp, rank_error / f, zero))          # r_i
+            q = torch.where(has_lower, sort_error / z_mass, zero)            # q_i
+            self_term.append(-(torch.where(has_fp, rank_error, zero)
+                               + torch.where(has_lower, sort_error, zero)))
+            g_pos += (q[:, None, :] @ h_lower).squeeze(1)
             continue
         denom = a_safe + f
-        c = dict(f=a_safe / denom ** 2, a=-f / denom ** 2 - c_sum / a_safe ** 2,
-                 c=1 / a_safe, t=d_sum / t_safe ** 2, d=-1 / t_safe)
-        c = {k: torch.where(i_ok, v, zero) for k, v in c.items()}
+        d_f, d_a, d_c = a_safe / denom ** 2, -f / denom ** 2 - c_sum / a_safe ** 2, 1 / a_safe
+        d_t, d_d = d_sum / t_safe ** 2, -1 / t_safe
+        d_f, d_a, d_c, d_t, d_d = (torch.where(i_ok, v, zero) for v in (d_f, d_a, d_c, d_t, d_d))
+        hp = step_slope(x, delta) * mask
         hp_upper = hp * upper
-        c["self"] = -(c["f"] * ramp_n[:, blk] * inv2d + c["a"] * hp.sum(-1)
-                      + c["c"] * (hp * gap).sum(-1) + c["t"] * hp_upper.sum(-1)
-                      + c["d"] * (hp_upper * gap).sum(-1))
-        coefs.append(c)
+        first.append(d_f)
+        self_term.append(-(d_f * fd_all[:, blk] + d_a * hp.sum(-1)
+                           + d_c * (hp @ gap[:, :, None]).squeeze(-1)
+                           + d_t * hp_upper.sum(-1)
+                           + d_d * (hp_upper @ gap[:, :, None]).squeeze(-1)))
+        on_all = ((d_a[:, None, :] @ hp) + gap[:, None, :] * (d_c[:, None, :] @ hp)).squeeze(1)
+        on_upper = ((d_t[:, None, :] @ hp_upper)
+                    + gap[:, None, :] * (d_d[:, None, :] @ hp_upper)).squeeze(1)
+        g_pos += on_all + on_upper
     n = npos.clamp(min=1).to(WORK)
     if not need_grad:
-        return lr_sum / n, es_sum / n, None
-    coef = {k: torch.cat([c[k] for c in coefs], 1) for k in coefs[0]}
+        return lr_sum.to(WORK) / n, es_sum.to(WORK) / n, None
 
-    # Negatives' gradient: α + β·s from prefix sums over the sorted positives.
-    first = coef["f"] if exact else coef["r"]
+    # Negatives' gradient: α + β·s from prefix sums (float64) over the sorted positives.
+    first = torch.cat(first, 1).to(WORK)
     pre = _prefix0(first)
     dr = pre.gather(1, a) - pre.gather(1, b)
     if exact:
@@ -188,31 +206,6 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad):
         dru = pre_u.gather(1, a) - pre_u.gather(1, b)
         g_neg = pre.gather(1, b) + 0.5 * dr + (sq * dr - dru) * inv2d
     g_neg = g_neg * negw
-
-    # Positives' gradient: self + the P×P sweep (pass B among positives).
-    g_pos = coef["self"].clone()
-    for p0 in range(0, p, block_p):
-        blk = slice(p0, min(p, p0 + block_p))
-        h, hp, upper, gap = _pos_block(uf, py, ok, blk, delta, exact)
-        if not exact:
-            g_pos += torch.einsum("rij,ri->rj", h - h * upper, coef["q"][:, blk])
-            continue
-        hp_upper = hp * upper
-        g_pos += (torch.einsum("rij,ri->rj", hp, coef["a"][:, blk])
-                  + gap[:, 0] * torch.einsum("rij,ri->rj", hp, coef["c"][:, blk])
-                  + torch.einsum("rij,ri->rj", hp_upper, coef["t"][:, blk])
-                  + gap[:, 0] * torch.einsum("rij,ri->rj", hp_upper, coef["d"][:, blk]))
-    g_pos = torch.where(ok, g_pos, zero)
+    g_pos = torch.where(ok, g_pos.to(WORK) + torch.cat(self_term, 1).to(WORK), 0.0)
     grad = torch.nn.functional.pad(g_neg, (0, 1)).scatter_add_(1, pe, g_pos)[:, :l]
-    return lr_sum / n, es_sum / n, grad / n[:, None]
-
-
-def _pos_block(uf, py, ok, blk, delta, exact):
-    """H (and H') of positives i in ``blk`` against every positive j: [R, Pb, P]."""
-    x = uf[:, None, :] - uf[:, blk, None]            # x_ij = s_j − s_i
-    mask = ok[:, None, :]
-    h = step(x, delta) * mask
-    hp = step_slope(x, delta) * mask if exact else None
-    upper = py[:, None, :] >= py[:, blk, None]       # j ∈ T_i
-    gap = (1 - py)[:, None, :]                        # 1 − y_j
-    return h, hp, upper, gap
+    return lr_sum.to(WORK) / n, es_sum.to(WORK) / n, grad / n[:, None]
