@@ -98,9 +98,11 @@ def _resolve(backend: str, dtype: str) -> str:
 
 
 def available_algorithms(backend: str = "auto", device="cpu") -> list[str]:
-    """Algorithms ``backend`` implements ("auto" resolved for ``device``); any of them, or
-    "auto", may be passed as ``algorithm=`` to the losses."""
-    return list(ALGORITHMS[resolve_backend(backend, device)])
+    """Algorithms ``backend`` implements (for "auto": the backend it picks on ``device``);
+    any of them, or "auto", may be passed as ``algorithm=`` to the losses."""
+    if backend == "auto" or backend not in ALGORITHMS:
+        backend = resolve_backend(backend, device)   # raises for an unknown name
+    return list(ALGORITHMS[backend])
 
 
 def resolve_algorithm(algorithm: str, backend: str) -> str:

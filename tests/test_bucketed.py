@@ -216,6 +216,9 @@ def test_available_algorithms_and_errors():
     assert rk.available_algorithms("cpu") == ["pairwise", "bucketed"]
     assert rk.available_algorithms("torch") == ["pairwise", "bucketed"]
     assert rk.available_algorithms("auto", "cpu") == ["pairwise", "bucketed"]
+    assert rk.available_algorithms("cuda") == ["pairwise"]       # known without a GPU
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        rk.available_algorithms("tpu")
     scores, labels = random_rows(2, 9, seed=15)
     with pytest.raises(ValueError, match=r"algorithm: expected one of \['auto', 'pairwise', "
                                          r"'bucketed'\], got 'fast'"):
