@@ -178,8 +178,10 @@ def test_gradcheck_exact_bucketed(backend):
 @pytest.mark.parametrize("grad_mode", ["identity", "exact"])
 def test_every_algorithm_same_loss_and_gradient(grad_mode, backend):
     # Rows of very different sizes, so that "auto" sends some of them each way.
-    heatmaps, targets, weight = heatmap_case(2, 3, 48, 40, 1.0, seed=12, dtype=torch.float64)
+    heatmaps, targets, weight = heatmap_case(2, 3, 48, 40, 1.0, seed=12, dtype=torch.float64,
+                                             invisible=0.0)
     targets[0, 0] = heatmap_case(1, 1, 48, 40, 6.0, seed=13)[1][0, 0]
+    targets[1, 1] = (targets[1, 1] == targets[1, 1].max()).to(targets.dtype)  # one positive
     results = {}
     for algorithm in ("pairwise", "bucketed", "auto"):
         h = heatmaps.clone().requires_grad_(True)
