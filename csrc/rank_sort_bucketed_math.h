@@ -1,5 +1,5 @@
 // The arithmetic of the bucketed algorithm (docs/MATH.md, "The bucketed algorithm"; SPEC
-// §5b), written once for the CPU kernel (csrc/cpu/rank_sort_bucketed_cpu.cpp) and the CUDA
+// §5b), written once for the CPU kernel (csrc/cpu/rank_sort_bucketed_cpu.h) and the CUDA
 // kernel of a later issue. Small inline functions over raw arrays: breakpoints and the bucket
 // search, band (ramp) masses, a Fenwick tree, and the per-row cost model. Everything is
 // accumulated in double: a band sum is a difference of two prefix sums over a whole row.

@@ -1,5 +1,5 @@
 """The bucketed algorithm (SPEC §5b, docs/MATH.md) against the pairwise torch reference, on
-the `cpu` backend (csrc/cpu/rank_sort_bucketed_cpu.cpp) and the `torch` backend
+the `cpu` backend (csrc/cpu/rank_sort_bucketed_cpu.h) and the `torch` backend
 (backends/torch_bucketed.py), and the `algorithm=` switch with its per-row cost model.
 
 Both twins accumulate in float64, so on float64 inputs they agree with the reference to

@@ -15,7 +15,7 @@
 // num_threads (and the same SIMD-independence: no lane-split reductions).
 //
 // Rows the cost model (or the caller) gives to the bucketed algorithm skip passes A and B:
-// rank_sort_bucketed_cpu.cpp computes each of them whole, one row per item, from the same
+// rank_sort_bucketed_cpu.h computes each of them whole, one row per item, from the same
 // compacted row. Rows with a non-finite score always stay pairwise (NaN and ±inf propagate
 // through the pairwise sums exactly as the definition says; band sums would turn inf − inf
 // into NaN where the definition has none).

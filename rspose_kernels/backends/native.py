@@ -28,7 +28,7 @@ _DTYPE_CODE = {
 }
 
 
-# The CPU kernel has both algorithms (csrc/cpu/rank_sort_cpu.cpp, rank_sort_bucketed_cpu.cpp);
+# The CPU kernel has both algorithms (csrc/cpu/rank_sort_cpu.cpp, rank_sort_bucketed_cpu.h);
 # the CUDA kernels are pairwise only.
 _ALGORITHM_CODE = {"pairwise": _C.PAIRWISE, "bucketed": _C.BUCKETED, "auto": _C.AUTO}
 
