@@ -670,7 +670,8 @@ def calibrate(rows: list[dict], work: dict, backend: str):
     """Fits the cost model to the fwd+bwd medians of this run's ``backend/pairwise`` and
     ``backend/bucketed`` providers, over every case that has both:
 
-        pairwise ≈ e·elements + π·n·ñ + π_p·n²      bucketed ≈ e·elements + κn·log2(2n)·ñ + κp·log2(2n)·n
+        pairwise ≈ e·elements + π·n·ñ + π_p·n²
+        bucketed ≈ e·elements + κn·log2(2n)·ñ + κp·log2(2n)·n
 
     (sums over rows; the per-element cost e — preparation, checks — is shared by the two, and
     the torch pairwise code's ñ is every negative), a non-negative least squares in relative
