@@ -17,7 +17,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CSV = HERE / "results" / "results.csv"
-PROVIDER_ORDER = ("mse", "cuda", "triton", "cpu", "torch", "rs_loop")
+PROVIDER_ORDER = ("mse", "cuda", "triton", "cpu", "cpu/pairwise", "cpu/bucketed", "torch",
+                  "torch/pairwise", "torch/bucketed", "rs_loop")
 
 
 def load(path: Path) -> list[dict]:

@@ -1,10 +1,16 @@
 """Microbenchmark of the Rank & Sort losses (SPEC §8).
 
 For each shape (vitpose, hires, large, simcc) and score regime (init, trained) it times every
-provider: each backend in ``rk.available_backends(device)``, and the baselines ``mse`` (mmpose's
+provider: each backend in ``rk.available_backends(device)`` (by its name: ``algorithm="auto"``;
+a backend with two algorithms also as ``cpu/pairwise``, ``cpu/bucketed``, ... with the
+algorithm forced, and the auto row's note says how many rows the cost model made bucketed),
+and the baselines ``mse`` (mmpose's
 KeypointMSELoss form, the cost floor users know) and ``rs_loop`` (the public Rank & Sort code's
 per-positive Python loop, bench/rs_loop_baseline.py, timed on a sample of positives and
-extrapolated). The vectorised torch reference is the ``torch`` backend.
+extrapolated). The vectorised torch reference is ``torch/pairwise``.
+
+``--calibrate`` fits the per-row cost model (rspose_kernels/backends/cost_model.py) to the
+pairwise and bucketed times of this run and prints the constants to paste there.
 
 Modes: ``fwd`` is the loss call on inputs that require grad (the Rank & Sort backends compute
 the gradient there), ``bwd`` is ``loss.backward()``, ``full`` the two together. Each provider
@@ -20,6 +26,7 @@ from rspose_kernels.testing, like the tests'.
     python bench/run.py               # every shape and regime, the SPEC sizes
     python bench/run.py --quick       # CPU: reduced batches, ~40 s on 2 cores
     python bench/run.py --shapes vitpose --regimes init --providers torch,mse
+    python bench/run.py --providers cpu,cpu/pairwise,cpu/bucketed --calibrate
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ if str(HERE) not in sys.path:  # siblings (rs_loop_baseline, plot) when imported
     sys.path.insert(0, str(HERE))
 
 import rspose_kernels as rk  # noqa: E402
+from rspose_kernels.backends import cost_model  # noqa: E402
 from rspose_kernels.losses import DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR  # noqa: E402
 from rspose_kernels.testing import REGIMES, SHAPES, shape_case  # noqa: E402
 
@@ -100,6 +108,7 @@ class Case:
     positives: int = 0
     pairs: int = 0
     rows: int = 0
+    work: dict = None           # the cost model's work terms, summed over rows (calibration)
 
     @property
     def simcc(self) -> bool:
@@ -139,12 +148,32 @@ def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
         length = pred.shape[-1] * pred.shape[-2]
         groups = [(pred.detach().reshape(-1, length), target.reshape(-1, length))]
     case = Case(shape, regime, b, k, pred, target, weight, groups, pos_thr)
+    case.work = dict.fromkeys(("elements", "neg_pairs", "neg_pairs_all", "pos_pairs",
+                               "neg_steps", "neg_steps_all", "pos_steps"), 0.0)
     for scores, labels in groups:
         npos = (labels > pos_thr).sum(1)
         case.positives += int(npos.sum())
         case.pairs += int(npos.sum()) * labels.shape[1]
         case.rows += labels.shape[0]
+        for key, value in work_terms(scores, labels, pos_thr).items():
+            case.work[key] += value
     return case
+
+
+def work_terms(scores, labels, pos_thr, delta=DEFAULT_DELTA) -> dict:
+    """Σ over rows of the cost model's terms (cost_model.py): the pairwise code's
+    positive-negative pairs n·ñ (ñ pruned, or every negative for the torch code) and
+    positive-positive pairs n², and the bucketed steps log2(2n)·ñ and log2(2n)·n."""
+    pos = labels > pos_thr
+    n = pos.sum(1).double()
+    smin = torch.where(pos, scores, torch.full_like(scores, math.inf)).amin(1, keepdim=True)
+    nn = (~pos & ~(scores < smin - delta)).sum(1).double()
+    nn_all = (~pos).sum(1).double()
+    steps = torch.where(n >= 2, torch.log2(2 * n.clamp(min=1)), 0.0)
+    return {"elements": float(labels.numel()), "neg_pairs": float((n * nn).sum()),
+            "neg_pairs_all": float((n * nn_all).sum()), "pos_pairs": float((n * n).sum()),
+            "neg_steps": float((steps * nn).sum()), "neg_steps_all": float((steps * nn_all).sum()),
+            "pos_steps": float((steps * n).sum())}
 
 
 def estimate_pairs(shape, batch, keypoints) -> float:
@@ -184,12 +213,30 @@ def mse_provider(case: Case) -> Provider:
     return Provider("mse", fn, case.leaves(), note="cost floor (F.mse_loss, target weights)")
 
 
-def backend_provider(case: Case, backend: str) -> Provider:
+def backend_provider(case: Case, name: str, device_type: str = "cpu") -> Provider:
+    """``backend`` (algorithm "auto") or ``backend/algorithm``."""
+    backend, _, algorithm = name.partition("/")
+    algorithm = algorithm or "auto"
     loss = rk.simcc_rs_loss if case.simcc else rk.spatial_rs_loss
-    note = "vectorised reference" if backend == "torch" else ""
-    return Provider(backend, lambda: loss(case.pred, case.target, case.weight,
-                                          backend=backend).loss,
+    note = ""
+    if backend == "torch" and algorithm == "pairwise":
+        note = "vectorised reference"
+    elif algorithm == "auto" and len(rk.available_algorithms(backend, device_type)) > 1:
+        note = auto_note(case, backend)
+    return Provider(name, lambda: loss(case.pred, case.target, case.weight, backend=backend,
+                                       algorithm=algorithm).loss,
                     case.leaves(), pairs=case.pairs, note=note)
+
+
+def auto_note(case: Case, backend: str) -> str:
+    """How many non-empty rows the cost model sends to the bucketed algorithm."""
+    picked = rows = 0
+    for scores, labels in case.groups:
+        plan = cost_model.plan_rows(scores, labels, DEFAULT_DELTA, case.pos_thr, "auto",
+                                    backend)
+        picked += int(plan.sum())
+        rows += int((labels > case.pos_thr).any(1).sum())
+    return f"auto: {picked}/{rows} rows bucketed"
 
 
 def loop_provider(case: Case, policy: Policy) -> Provider:
@@ -248,6 +295,9 @@ def providers_for(device_type: str, wanted=None) -> list[str]:
                       file=sys.stderr)
             continue
         names.append(b)
+        algorithms = rk.available_algorithms(b, device_type)
+        if len(algorithms) > 1:
+            names += [f"{b}/{a}" for a in algorithms]
     names.append("rs_loop")
     if wanted:
         unknown = [w for w in wanted if w not in names]
@@ -315,7 +365,7 @@ def _peak_cuda_bytes(run) -> float:
     return float(torch.cuda.max_memory_allocated() - base)
 
 
-def measure(prov: Provider, device_type: str, policy: Policy):
+def measure(prov: Provider, device_type: str, policy: Policy, timer=time.perf_counter):
     """-> ({mode: [ms, ...]}, peak bytes or nan)."""
     def once():
         _clear(prov.leaves)
@@ -350,11 +400,11 @@ def measure(prov: Provider, device_type: str, policy: Policy):
             fwd, bwd = ev[0].elapsed_time(ev[1]), ev[1].elapsed_time(ev[2])
             full = ev[0].elapsed_time(ev[2])
         else:
-            t0 = time.perf_counter()
+            t0 = timer()
             loss = prov.fn()
-            t1 = time.perf_counter()
+            t1 = timer()
             loss.backward()
-            t2 = time.perf_counter()
+            t2 = timer()
             fwd, bwd, full = (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t2 - t0) * 1e3
         del loss
         for m, t in zip(MODES, (fwd, bwd, full)):
@@ -490,7 +540,7 @@ def _fmt_ms(v) -> str:
 # Fixed widths, so the table can be printed a case at a time (a killed run still shows some).
 TABLE_HEAD = ("shape", "regime", "b x k", "provider", "fwd ms", "bwd ms", "fwd+bwd ms",
               "p20-p80", "reps", "peak MiB", "Gpair/s", "x mse", "note")
-TABLE_WIDTHS = (7, 7, 5, 8, 8, 8, 10, 15, 4, 8, 7, 6)
+TABLE_WIDTHS = (7, 7, 5, 14, 8, 8, 10, 15, 4, 8, 7, 6)
 
 
 def _table_line(cells) -> str:
@@ -557,7 +607,8 @@ class Progress:
 
 # ----------------------------------------------------------------------------- driver
 
-def bench_case(case: Case, names, device_type, policy, env, progress=None) -> list[dict]:
+def bench_case(case: Case, names, device_type, policy, env, progress=None,
+               timer=time.perf_counter) -> list[dict]:
     rows = []
     for name in names:
         if name == "mse":
@@ -565,11 +616,11 @@ def bench_case(case: Case, names, device_type, policy, env, progress=None) -> li
         elif name == "rs_loop":
             prov = loop_provider(case, policy)
         else:
-            prov = backend_provider(case, name)
+            prov = backend_provider(case, name, device_type)
         if progress:
             progress.update(f"{case.shape}/{case.regime} {name}")
         load = load_avg()
-        times, peak = measure(prov, device_type, policy)
+        times, peak = measure(prov, device_type, policy, timer)
         rows += rows_for(env, case, prov, times, peak, load)
         if progress:
             # Weights count the backends only; the baselines' time is absorbed in the rate.
@@ -604,7 +655,64 @@ def parse_args(argv=None):
     ap.add_argument("--deadline", type=float, default=0,
                     help="seconds after which the remaining cases are skipped (0: none)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="CPU: one thread, timed by process CPU time (time.process_time), which "
+                         "a loaded machine disturbs far less than wall time; for --calibrate")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="fit the per-row cost model to this run's <backend>/pairwise and "
+                         "<backend>/bucketed times and print its constants")
     return ap.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def calibrate(rows: list[dict], work: dict, backend: str):
+    """Fits the cost model to the fwd+bwd medians of this run's ``backend/pairwise`` and
+    ``backend/bucketed`` providers, over every case that has both:
+
+        pairwise ≈ e·elements + π·n·ñ + π_p·n²
+        bucketed ≈ e·elements + κn·log2(2n)·ñ + κp·log2(2n)·n
+
+    (sums over rows; the per-element cost e — preparation, checks — is shared by the two, and
+    the torch pairwise code's ñ is every negative), a non-negative least squares in relative
+    error. Returns (CostModel(κn/π, κp/π, π_p/π), a line describing the fit) or None."""
+    import numpy as np
+    med = {(r["shape"], r["regime"], r["provider"]): r["median_ms"]
+           for r in rows if r["mode"] == "full"}
+    sfx = "_all" if backend == "torch" else ""
+    x, y = [], []
+    for key, w in work.items():
+        tp, tb = med.get(key + (f"{backend}/pairwise",)), med.get(key + (f"{backend}/bucketed",))
+        if tp is None or tb is None:
+            continue
+        x.append([w["elements"], w["neg_pairs" + sfx], w["pos_pairs"], 0, 0])
+        y.append(tp)
+        x.append([w["elements"], 0, 0, w["neg_steps" + sfx], w["pos_steps"]])
+        y.append(tb)
+    if len(x) < 6:
+        return None
+    x, y = np.asarray(x), np.asarray(y)
+    x, y = x / y[:, None], np.ones_like(y)       # relative error
+    scale = x.max(0)
+    scale[scale == 0] = 1
+    try:
+        from scipy.optimize import nnls
+        coef = nnls(x / scale, y)[0] / scale
+    except ImportError:   # plain least squares, clipped
+        coef = np.clip(np.linalg.lstsq(x / scale, y, rcond=None)[0], 0, None) / scale
+    e, pi, pi_p, kn, kp = coef
+    if pi <= 0:
+        return None, (f"# cost model for {backend!r}: the fit found no per-pair cost "
+                      f"(coefficients {coef.tolist()}); the cases of this run do not "
+                      f"determine it")
+    model = cost_model.CostModel(*(float(f"{v:.3g}") for v in (kn / pi, kp / pi, pi_p / pi)))
+    worst = float(np.abs(x @ coef - 1).max())
+    line = (f"# cost model for {backend!r} (fit over {len(x) // 2} cases, worst relative "
+            f"residual {worst:.0%}): {model}; per element {e * 1e6:.3g} ns, pairwise "
+            f"{pi * 1e6:.3g} / {pi_p * 1e6:.3g} ns per pos-neg / pos-pos pair, bucketed "
+            f"{kn * 1e6:.3g} / {kp * 1e6:.3g} ns per negative / positive step "
+            f"(now in cost_model.py: {cost_model.COSTS.get(backend)})")
+    return model, line
 
 
 def main(argv=None) -> int:
@@ -629,6 +737,13 @@ def main(argv=None) -> int:
     if args.batch or args.keypoints:
         run_kind = "custom"
     dtype = getattr(torch, args.dtype)
+    timer = time.perf_counter
+    if args.cpu_time:
+        if device_type != "cpu":
+            raise SystemExit("--cpu-time: CPU only")
+        torch.set_num_threads(1)
+        timer = time.process_time
+        run_kind = "cputime"
     names = providers_for(device_type, [p for p in args.providers.split(",") if p])
     env = environment(device_type, run_kind, dtype)
 
@@ -645,7 +760,7 @@ def main(argv=None) -> int:
           f"load avg {load_avg()}")
     print(f"# providers: {', '.join(names)}  (backends available on {device_type}: "
           f"{', '.join(rk.available_backends(device_type)) or 'none'})")
-    if run_kind != "full":
+    if args.quick or args.batch or args.keypoints:
         print("# reduced sizes: the b x k column is the batch and keypoints used (SPEC sizes: "
               + ", ".join(f"{s} {SHAPES[s][0]}x{SHAPES[s][1]}" for s in shapes) + ")")
     print(_table_line(TABLE_HEAD), flush=True)
@@ -656,6 +771,7 @@ def main(argv=None) -> int:
                         enabled=not args.no_progress)
     t_start = time.perf_counter()
     all_rows, skipped = [], []
+    work = {}
     for shape, regime in plan:
         if args.deadline and time.perf_counter() - t_start > args.deadline:
             skipped.append(f"{shape}/{regime}")
@@ -663,12 +779,13 @@ def main(argv=None) -> int:
         case = make_case(shape, regime, *size(shape), device=device_type, dtype=dtype)
         # The estimate becomes the real pair count for this case's share of the bar.
         progress.total += (case.pairs - estimate_pairs(shape, *size(shape))) * n_rs
-        rows = bench_case(case, names, device_type, policy, env, progress)
+        rows = bench_case(case, names, device_type, policy, env, progress, timer)
         if not args.no_save:
             append_csv(args.csv, rows)
         progress.clear_line()
         print(format_table(rows, header=False), flush=True)
         all_rows += rows
+        work[(shape, regime)] = case.work
         del case
         if device_type == "cuda":
             torch.cuda.empty_cache()
@@ -678,9 +795,15 @@ def main(argv=None) -> int:
     cuda = device_type == "cuda"
     print("# fwd: the loss call on inputs requiring grad (the Rank & Sort backends compute the "
           "gradient there); bwd: loss.backward();\n# Gpair/s and x mse use fwd+bwd; timer: "
-          + ("CUDA events, L2 flushed" if cuda else "perf_counter")
+          + ("CUDA events, L2 flushed" if cuda else
+             "process_time, 1 thread" if args.cpu_time else "perf_counter")
           + "; peak: " + ("max_memory_allocated above the inputs" if cuda
                           else "live torch CPU allocations (profiler memory events)") + ".")
+    if args.calibrate:
+        for backend in cost_model.COSTS:
+            fit = calibrate(all_rows, work, backend)
+            print(fit[1] if fit else f"# cost model for {backend!r}: not enough "
+                  f"{backend}/pairwise and {backend}/bucketed cases in this run to fit")
     if skipped:
         print(f"# deadline ({args.deadline:.0f} s) reached: skipped {', '.join(skipped)}")
     saved = "" if args.no_save else f"; rows appended to {args.csv}"

@@ -13,6 +13,7 @@
 
 #include "cpu/rank_sort_cpu.h"
 #include "dtypes.h"
+#include "rank_sort_bucketed_math.h"
 #ifdef RSPOSE_WITH_CUDA
 #include "cuda/rank_sort_cuda.h"
 #endif
@@ -26,18 +27,24 @@ P* ptr(std::uintptr_t p) { return reinterpret_cast<P*>(p); }
 
 void cpu_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t L, int dtype,
                double delta, double pos_thr, bool exact, bool need_grad, std::uintptr_t rank,
-               std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad, int num_threads) {
+               std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad, int num_threads,
+               int algorithm, double cost_per_negative, double cost_per_positive,
+               double cost_positive_pairs) {
   if (dtype != rspose::kFloat32 && dtype != rspose::kFloat64)
     throw std::invalid_argument("rank_sort_cpu: scores must be float32 or float64 (dtype code " +
                                 std::to_string(dtype) + ")");
   if (M < 0 || L < 0 || L > INT32_MAX)
     throw std::invalid_argument("rank_sort_cpu: bad sizes M=" + std::to_string(M) +
                                 ", L=" + std::to_string(L));
+  if (algorithm < rspose::kPairwise || algorithm > rspose::kAuto)
+    throw std::invalid_argument("rank_sort_cpu: unknown algorithm code " +
+                                std::to_string(algorithm));
   py::gil_scoped_release nogil;  // the kernel may run for seconds on its own threads
   rspose::rank_sort_cpu(ptr<const void>(scores), ptr<const void>(labels), M, L,
                         dtype == rspose::kFloat64, delta, pos_thr, exact, need_grad,
                         ptr<void>(rank), ptr<void>(sort), ptr<int32_t>(npos), ptr<void>(grad),
-                        num_threads);
+                        num_threads, algorithm, cost_per_negative, cost_per_positive,
+                        cost_positive_pairs);
 }
 
 #ifdef RSPOSE_WITH_CUDA
@@ -97,10 +104,25 @@ PYBIND11_MODULE(_C, m) {
   m.def("rank_sort_cpu", &cpu_entry, py::arg("scores"), py::arg("labels"), py::arg("M"),
         py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
         py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
-        py::arg("grad"), py::arg("num_threads"),
+        py::arg("grad"), py::arg("num_threads"), py::arg("algorithm") = 0,
+        py::arg("cost_per_negative") = 0.0, py::arg("cost_per_positive") = 0.0,
+        py::arg("cost_positive_pairs") = 1.0,
         "Rank & Sort rows on the CPU. Pointers to contiguous [M, L] scores and labels (both "
         "float32 or both float64), outputs rank/sort [M] (same dtype), npos [M] int32, grad "
-        "[M, L] (same dtype; 0 when need_grad is false).");
+        "[M, L] (same dtype; 0 when need_grad is false). algorithm: PAIRWISE, BUCKETED or "
+        "AUTO (per row, by the cost model with its three constants).");
+
+  m.attr("PAIRWISE") = static_cast<int>(rspose::kPairwise);
+  m.attr("BUCKETED") = static_cast<int>(rspose::kBucketed);
+  m.attr("AUTO") = static_cast<int>(rspose::kAuto);
+  m.def("prefers_bucketed", [](int64_t n, int64_t nn, double per_negative, double per_positive,
+                               double positive_pairs) {
+    return rspose::prefers_bucketed(n, nn,
+                                    rspose::CostModel{per_negative, per_positive, positive_pairs});
+  }, py::arg("n"), py::arg("nn"), py::arg("cost_per_negative"), py::arg("cost_per_positive"),
+  py::arg("cost_positive_pairs"),
+  "The per-row cost model of csrc/rank_sort_bucketed_math.h: whether a row with n positives "
+  "and nn unpruned negatives goes to the bucketed algorithm under `auto`.");
 
 #ifdef RSPOSE_WITH_CUDA
   py::class_<rspose::CudaTuning>(m, "CudaTuning",

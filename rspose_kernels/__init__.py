@@ -1,9 +1,10 @@
 """rspose-kernels: the ranking-based pose losses of RSPose as fused kernels for PyTorch."""
-from .dispatch import available_backends
+from .dispatch import available_algorithms, available_backends
 from .losses import RankSortOutput, rank_sort_loss, simcc_rs_loss, spatial_rs_loss
 from .pose import COCO_SIGMAS, RSPoseLoss, instance_sort_loss, simcc_instance_sort_loss
 
-__all__ = ["COCO_SIGMAS", "RSPoseLoss", "RankSortOutput", "available_backends",
+__all__ = ["COCO_SIGMAS", "RSPoseLoss", "RankSortOutput", "available_algorithms",
+           "available_backends",
            "instance_sort_loss", "rank_sort_loss", "simcc_instance_sort_loss",
            "simcc_rs_loss", "spatial_rs_loss"]
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import torch
 
 # name -> module under rspose_kernels.backends implementing the contract in backends/__init__.py
 _MODULES = {
-    "torch": "torch_ref",
+    "torch": "torch_backend",
     "cpu": "native",
     "cuda": "native",
     "triton": "triton_kernels",
@@ -24,6 +24,17 @@ AUTO_ORDER = {
 }
 
 BACKEND_NAMES = ("auto",) + tuple(_MODULES)
+
+# The algorithms of the core each backend implements (SPEC §5b). Every backend accepts
+# "auto": the per-row cost model (backends/cost_model.py) where there is a choice, pairwise
+# where there is none.
+ALGORITHMS = {
+    "torch": ("pairwise", "bucketed"),
+    "cpu": ("pairwise", "bucketed"),
+    "cuda": ("pairwise",),
+    "triton": ("pairwise",),
+}
+ALGORITHM_NAMES = ("auto", "pairwise", "bucketed")
 
 
 @lru_cache(maxsize=None)
@@ -84,6 +95,31 @@ def _resolve(backend: str, dtype: str) -> str:
             f"backend: {backend!r} is not available for {dtype} tensors here; "
             f"available: {avail} (see rspose_kernels.available_backends)")
     return backend
+
+
+def available_algorithms(backend: str = "auto", device="cpu") -> list[str]:
+    """Algorithms ``backend`` implements (for "auto": the backend it picks on ``device``);
+    any of them, or "auto", may be passed as ``algorithm=`` to the losses."""
+    if backend == "auto" or backend not in ALGORITHMS:
+        backend = resolve_backend(backend, device)   # raises for an unknown name
+    return list(ALGORITHMS[backend])
+
+
+def resolve_algorithm(algorithm: str, backend: str) -> str:
+    """What a resolved backend is asked to run: "pairwise", "bucketed" or "auto" (per row);
+    "auto" becomes "pairwise" on a backend without a choice. Raises for a name the backend
+    lacks. Pure Python on constants, so torch.compile folds it."""
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHM_NAMES:
+        raise ValueError(f"algorithm: expected one of {list(ALGORITHM_NAMES)}, "
+                         f"got {algorithm!r}")
+    have = ALGORITHMS[backend]
+    if algorithm == "auto":
+        return "auto" if len(have) > 1 else have[0]
+    if algorithm not in have:
+        raise ValueError(f"algorithm: {algorithm!r} is not implemented by the {backend!r} "
+                         f"backend, which has {list(have)} "
+                         f"(see rspose_kernels.available_algorithms)")
+    return algorithm
 
 
 def backend_fn(name: str) -> Callable:

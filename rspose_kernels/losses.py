@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import checks, distributed
-from .dispatch import resolve_backend
+from .dispatch import resolve_algorithm, resolve_backend
 from .backends import accumulation_dtype
 from .ops import rank_sort_rows
 
@@ -27,7 +27,7 @@ class RankSortOutput(NamedTuple):
 def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = None,
                    delta: float = DEFAULT_DELTA, pos_thr: float = DEFAULT_POS_THR,
                    reduction: str = "mean", grad_mode: str = "identity",
-                   backend: str = "auto",
+                   backend: str = "auto", algorithm: str = "auto",
                    process_group=None) -> RankSortOutput:
     """Rank & Sort loss over the rows (last dim) of ``scores`` (SPEC §2).
 
@@ -37,7 +37,9 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     per-row weights ≥ 0 broadcastable to ``scores.shape[:-1]``. A row with no positive is
     empty: 0 loss, no gradient, left out of the mean. Returns ``RankSortOutput``; the loss is
     float32 for half-precision scores (float64 for float64) and its gradient comes back in
-    the scores' dtype.
+    the scores' dtype. algorithm: "pairwise", "bucketed" (SPEC §5b; same results, faster
+    for rows with many positives) or "auto" (per row, by the backend's cost model); see
+    ``rk.available_algorithms(backend)``.
 
     process_group (SPEC §10): None reduces this process's rows. A torch.distributed group
     reduces the rows of all its ranks (``mean``: Σ w·loss / Σ valid w over every rank; one
@@ -67,6 +69,7 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     if weight is not None:
         checks.row_weight("weight", weight, lead, scores)
     name = resolve_backend(backend, scores.device)
+    algorithm = resolve_algorithm(algorithm, name)
     checks.labels_in_unit_range("labels", labels)
 
     acc = accumulation_dtype(scores.dtype)
@@ -75,7 +78,8 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     row_labels = labels.reshape(-1, length).to(acc).contiguous()
     need_grad = torch.is_grad_enabled() and scores.requires_grad
     loss_rows, rank_rows, sort_rows, npos, _ = rank_sort_rows(
-        rows, row_labels, float(delta), float(pos_thr), grad_mode == "exact", need_grad, name)
+        rows, row_labels, float(delta), float(pos_thr), grad_mode == "exact", need_grad, name,
+        algorithm)
     if weight is None:
         w = torch.ones_like(loss_rows)
     else:

@@ -18,16 +18,20 @@ from .dispatch import backend_fn
 
 @torch.library.custom_op("rspose_kernels::rank_sort_rows", mutates_args=())
 def rank_sort_rows(scores: Tensor, labels: Tensor, delta: float, pos_thr: float,
-                   exact: bool, need_grad: bool, backend: str
+                   exact: bool, need_grad: bool, backend: str, algorithm: str = "pairwise"
                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Rows [M, L] -> (loss_rows, rank_rows, sort_rows, npos, grad_rows or empty)."""
-    rank, sort, npos, grad = backend_fn(backend)(scores, labels, delta, pos_thr, exact,
-                                                 need_grad)
+    """Rows [M, L] -> (loss_rows, rank_rows, sort_rows, npos, grad_rows or empty).
+
+    ``algorithm`` as dispatch.resolve_algorithm returns it; pairwise-only backends are
+    called without it."""
+    fn = backend_fn(backend)
+    extra = {} if algorithm == "pairwise" else {"algorithm": algorithm}
+    rank, sort, npos, grad = fn(scores, labels, delta, pos_thr, exact, need_grad, **extra)
     return rank + sort, rank, sort, npos, grad
 
 
 @rank_sort_rows.register_fake
-def _(scores, labels, delta, pos_thr, exact, need_grad, backend):
+def _(scores, labels, delta, pos_thr, exact, need_grad, backend, algorithm="pairwise"):
     m = scores.shape[0]
     acc = accumulation_dtype(scores.dtype)
     row = scores.new_empty(m, dtype=acc)
@@ -51,7 +55,7 @@ def _backward(ctx, grad_loss, grad_rank, grad_sort, grad_npos, grad_grad):
     # Scale in the accumulation dtype, then round once to the scores' dtype: a half gradient
     # cast before the upstream scale (1/Σw, a GradScaler factor) would underflow.
     grad_scores = (grad_rows * grad_loss.to(grad_rows.dtype)[:, None]).to(ctx.scores_dtype)
-    return grad_scores, None, None, None, None, None, None
+    return grad_scores, None, None, None, None, None, None, None
 
 
 rank_sort_rows.register_autograd(_backward, setup_context=_setup_context)

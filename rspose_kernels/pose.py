@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import checks, distributed
 from .backends import accumulation_dtype
-from .dispatch import BACKEND_NAMES
+from .dispatch import ALGORITHM_NAMES, BACKEND_NAMES
 from .losses import (DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
                      rank_sort_loss, simcc_rs_loss, spatial_rs_loss)
 
@@ -96,7 +96,8 @@ def _max_with_index(scores: Tensor):
 
 
 def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tensor,
-                area: Tensor, delta: float, backend: str, process_group=None) -> Tensor:
+                area: Tensor, delta: float, backend: str, algorithm: str = "auto",
+                process_group=None) -> Tensor:
     """Sort part of the core over the items of [B, K]: confidence vs OKS quality."""
     acc = accumulation_dtype(confidence.dtype)
     with torch.no_grad():
@@ -111,11 +112,11 @@ def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tens
     if process_group is not None:   # every rank's items, this rank's live (SPEC §10)
         row, labels = distributed.gather_items(row, labels, process_group)
         return distributed.world_scaled(rank_sort_loss(
-            row, labels, delta=delta, pos_thr=0.0, reduction="mean", backend=backend).loss,
-            process_group)
+            row, labels, delta=delta, pos_thr=0.0, reduction="mean", backend=backend,
+            algorithm=algorithm).loss, process_group)
     # One row: "mean" is the row's value, or 0 (connected) when it has no item.
     return rank_sort_loss(row, labels, delta=delta, pos_thr=0.0, reduction="mean",
-                          backend=backend).loss
+                          backend=backend, algorithm=algorithm).loss
 
 
 def _target_weight(target_weight, b, k, ref, ref_name):
@@ -130,7 +131,7 @@ def _target_weight(target_weight, b, k, ref, ref_name):
 def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | None = None,
                        *, delta: float = DEFAULT_DELTA, sigmas=None, area=None,
                        backend: str = "auto", pos_thr: float = DEFAULT_POS_THR,
-                       process_group=None) -> Tensor:
+                       algorithm: str = "auto", process_group=None) -> Tensor:
     """Instance-Sort loss over the keypoints of a batch of heatmaps (SPEC §3).
 
     heatmaps, targets: ``[B, K, H, W]``. Items are the (b, k) with ``target_weight > 0`` (all,
@@ -183,12 +184,14 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
         items = target_peak > pos_thr
         if tw is not None:
             items = items & (tw > 0)
-    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend, process_group)
+    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend, algorithm,
+                       process_group)
 
 
 def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, *,
                              delta: float = DEFAULT_DELTA, sigmas=None, area=None,
-                             backend: str = "auto", process_group=None) -> Tensor:
+                             backend: str = "auto", algorithm: str = "auto",
+                             process_group=None) -> Tensor:
     """Instance-Sort for SimCC: pred = (x [B,K,Wx], y [B,K,Hy]) logits, target = (gx, gy).
 
     Confidence of keypoint (b, k): ``min(max_x, max_y)`` of the logits, the keypoint score
@@ -240,7 +243,8 @@ def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, 
         items = (peak_x > 0) & (peak_y > 0)
         if tw is not None:
             items = items & (tw > 0)
-    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend, process_group)
+    return _sort_items(confidence, sq_dist, items, sig, areas, delta, backend, algorithm,
+                       process_group)
 
 
 def _valid_pixels(mask, output: Tensor) -> Tensor:
@@ -271,7 +275,7 @@ class RSPoseLoss(nn.Module):
     out of the mean) and take as Instance-Sort items only keypoints of weight > 0; when False
     every keypoint with a non-zero target counts with weight 1. target_weights=None means all 1.
     Keyword options: delta, pos_thr, grad_mode (Spatial part; Instance-Sort always uses the
-    identity update), sigmas, area (Instance-Sort), backend (both).
+    identity update), sigmas, area (Instance-Sort), backend and algorithm (both).
 
     sync (SPEC §10; config key ``sync=True``): under torch.distributed (DDP), Instance-Sort
     ranks the items of the global batch and the Spatial mean divides by the global valid
@@ -281,7 +285,7 @@ class RSPoseLoss(nn.Module):
     concatenated batch. A no-op when torch.distributed is not initialised or has one process.
     """
 
-    _OPTIONS = ("delta", "pos_thr", "grad_mode", "sigmas", "area", "backend")
+    _OPTIONS = ("delta", "pos_thr", "grad_mode", "sigmas", "area", "backend", "algorithm")
 
     def __init__(self, mode: str = "heatmap", instance_weight: float = 1.0,
                  use_target_weight: bool = True, loss_weight: float = 1.0, sync: bool = False,
@@ -310,6 +314,8 @@ class RSPoseLoss(nn.Module):
             raise ValueError("delta: grad_mode='exact' needs delta > 0")
         self.backend = kw.get("backend", "auto")
         checks.choice("backend", self.backend, BACKEND_NAMES)
+        self.algorithm = kw.get("algorithm", "auto")
+        checks.choice("algorithm", self.algorithm, ALGORITHM_NAMES)
         sigmas = kw.get("sigmas")
         if sigmas is not None and not isinstance(sigmas, Tensor):
             # configs give lists; the length is checked against K in forward
@@ -339,7 +345,7 @@ class RSPoseLoss(nn.Module):
     def forward(self, output, target, target_weights: Tensor | None = None,
                 mask: Tensor | None = None) -> Tensor:
         tw = target_weights if self.use_target_weight else None
-        core = dict(delta=self.delta, backend=self.backend)
+        core = dict(delta=self.delta, backend=self.backend, algorithm=self.algorithm)
         core["process_group"] = distributed.default_group() if self.sync else None
         if self.mode == "simcc":
             if mask is not None:

@@ -143,3 +143,32 @@ def test_no_host_sync_cuda_eager_and_compiled():
             compiled(h, t, w)[0].backward()
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.parametrize("algorithm", ["bucketed", "auto"])
+def test_algorithm_is_a_compile_constant(algorithm):
+    # The algorithm name is resolved in Python on constants: one graph, no break, no
+    # recompile across batch sizes, eager-equal, on every backend that has a choice.
+    for name in [b for b in backends("cpu") if len(rk.available_algorithms(b)) > 1]:
+        def step(h, t, w):
+            return rk.spatial_rs_loss(h, t, w, backend=name, algorithm=algorithm).loss
+
+        h, t, w = heatmap_case(2, 3, 8, 6, 1.0, seed=27)
+        explain = torch._dynamo.explain(step)(h, t, w)
+        assert explain.graph_break_count == 0, explain.break_reasons
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("aot_eager")
+        compiled = torch.compile(step, dynamic=True, fullgraph=True, backend=counter)
+        frames = []
+        for b in (2, 5):
+            h, t, w = heatmap_case(b, 3, 8, 6, 1.0, seed=28)
+            h.requires_grad_(True)
+            loss = compiled(h, t, w)
+            loss.backward()
+            g = h.grad
+            h2 = h.detach().clone().requires_grad_(True)
+            step(h2, t, w).backward()
+            torch.testing.assert_close(loss, step(h, t, w), msg=name)
+            torch.testing.assert_close(g, h2.grad, msg=name)
+            frames.append(counter.frame_count)
+        assert frames[1] == frames[0], name

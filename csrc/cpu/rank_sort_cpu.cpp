@@ -13,6 +13,12 @@
 //            over i, computed by one thread.
 // No sum depends on how items are spread over threads, hence bitwise determinism for any
 // num_threads (and the same SIMD-independence: no lane-split reductions).
+//
+// Rows the cost model (or the caller) gives to the bucketed algorithm skip passes A and B:
+// rank_sort_bucketed_cpu.h computes each of them whole, one row per item, from the same
+// compacted row. Rows with a non-finite score always stay pairwise (NaN and ±inf propagate
+// through the pairwise sums exactly as the definition says; band sums would turn inf − inf
+// into NaN where the definition has none).
 #include "rank_sort_cpu.h"
 
 #include <algorithm>
@@ -24,7 +30,9 @@
 #include <thread>
 #include <vector>
 
+#include "../rank_sort_bucketed_math.h"
 #include "../rank_sort_math.h"
+#include "rank_sort_bucketed_cpu.h"
 
 namespace rspose {
 namespace {
@@ -94,6 +102,7 @@ struct Workspace {
   std::vector<T> cs;          // [M*L]: their scores
   std::vector<int32_t> npos;  // positives per row
   std::vector<int32_t> nneg;  // surviving negatives per row
+  std::vector<uint8_t> bucketed;  // row goes to the bucketed algorithm
   std::vector<int64_t> poff;  // offset of row r's positives in the per-positive arrays
   std::vector<T> py, pw;      // per positive: y_i, 1 − y_i
   std::vector<T> lr, es;      // per positive: ℓR_i, eS_i
@@ -302,7 +311,8 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
 
 template <typename T, bool HARD, bool EXACT>
 void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need_grad,
-         T* rank, T* sort, int32_t* npos_out, T* grad, int nthreads) {
+         T* rank, T* sort, int32_t* npos_out, T* grad, int nthreads, Algorithm alg,
+         CostModel cost) {
   constexpr int K = NCoef<EXACT>::K;
   const Step<T> p{delta, HARD ? T(0) : T(1) / (T(2) * delta)};
   Workspace<T> w;
@@ -310,6 +320,7 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
   w.cs.resize(static_cast<size_t>(M * L));
   w.npos.assign(static_cast<size_t>(M), 0);
   w.nneg.assign(static_cast<size_t>(M), 0);
+  w.bucketed.assign(static_cast<size_t>(M), 0);
 
   // prep: compaction and row-level pruning (MATH.md: s_j < min_{i∈P} s_i − δ ⇒ H = H' = 0).
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
@@ -328,6 +339,7 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
       }
     }
     int32_t nn = 0;
+    bool finite = alg != kPairwise;
     if (n > 0) {
       const T thr = smin - delta;
       for (int64_t j = 0; j < L; ++j) {
@@ -337,17 +349,31 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
           ++nn;
         }
       }
+      for (int32_t k = 0; finite && k < n + nn; ++k) finite = std::isfinite(cs[k]);
     }
     w.npos[r] = n;
     w.nneg[r] = nn;
+    w.bucketed[r] = n > 0 && finite && (alg == kBucketed || prefers_bucketed(n, nn, cost));
     if (need_grad) std::memset(grad + r * L, 0, sizeof(T) * static_cast<size_t>(L));
   });
 
-  // Per-positive arrays, and the pass-A item list.
+  // Bucketed rows: whole, one per item (a row's work is O((n + ñ)·log n)), run in pass A's
+  // parallel region below.
+  std::vector<int64_t> rows_b;
+  double work_b = 0;
+  for (int64_t r = 0; r < M; ++r) {
+    if (!w.bucketed[r]) continue;
+    rows_b.push_back(r);
+    work_b += 16.0 * (w.npos[r] + w.nneg[r]) * std::log2(2.0 * w.npos[r] + 2.0);
+  }
+
+  // Per-positive arrays of the pairwise rows (bucketed ones count 0), and the pass-A items.
   w.poff.resize(static_cast<size_t>(M) + 1);
   w.poff[0] = 0;
   std::vector<int64_t> items_a;  // (row << 32 | block)
   for (int64_t r = 0; r < M; ++r) {
+    npos_out[r] = w.npos[r];
+    if (w.bucketed[r]) w.npos[r] = 0;
     w.poff[r + 1] = w.poff[r] + w.npos[r];
     for (int32_t b = 0; b * BP < w.npos[r]; ++b) items_a.push_back((r << 32) | b);
   }
@@ -370,8 +396,21 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
   double pairs = 0;
   for (int64_t r = 0; r < M; ++r) pairs += static_cast<double>(w.npos[r]) * (w.npos[r] + w.nneg[r]);
 
-  // pass A
-  parallel_for(static_cast<int64_t>(items_a.size()), threads_for(pairs, nthreads), [&](int64_t it) {
+  // pass A, with the bucketed rows as the first items of the same parallel region: a mixed
+  // batch then costs no extra fork/join (on a loaded machine each region waits for its
+  // slowest thread; measured: a separate region made auto 25% slower than either algorithm
+  // alone on 2 busy cores).
+  const int64_t nrb = static_cast<int64_t>(rows_b.size());
+  parallel_for(nrb + static_cast<int64_t>(items_a.size()), threads_for(pairs + work_b, nthreads),
+               [&](int64_t it) {
+    if (it < nrb) {
+      const int64_t r = rows_b[it];
+      bucketed_row<T>(w.idx.data() + r * L, w.cs.data() + r * L, y + r * L, npos_out[r],
+                      w.nneg[r], static_cast<double>(delta), EXACT, need_grad, rank + r,
+                      sort + r, need_grad ? grad + r * L : nullptr);
+      return;
+    }
+    it -= nrb;
     const int64_t r = items_a[it] >> 32;
     const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
     const int64_t o = w.poff[r] + i0;
@@ -383,8 +422,8 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
 
   // Rows: means over positives in index order.
   for (int64_t r = 0; r < M; ++r) {
+    if (w.bucketed[r]) continue;
     const int32_t n = w.npos[r];
-    npos_out[r] = n;
     T sr = T(0), ss = T(0);
     for (int32_t k = 0; k < n; ++k) {
       sr += w.lr[w.poff[r] + k];
@@ -398,6 +437,7 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
   // pass B items: per row, blocks over the surviving negatives, then over the positives.
   std::vector<int64_t> items_b;  // (row << 32 | start in the compacted row)
   for (int64_t r = 0; r < M; ++r) {
+    if (w.bucketed[r]) continue;
     const int32_t n = w.npos[r], nn = w.nneg[r];
     for (int32_t j = n; j < n + nn; j += BE) items_b.push_back((r << 32) | j);
     for (int32_t j = 0; j < n; j += BE) items_b.push_back((r << 32) | j);
@@ -415,7 +455,7 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
 template <typename T>
 void dispatch(const void* scores, const void* labels, int64_t M, int64_t L, double delta,
               double pos_thr, bool exact, bool need_grad, void* rank, void* sort,
-              int32_t* npos, void* grad, int nthreads) {
+              int32_t* npos, void* grad, int nthreads, Algorithm alg, CostModel cost) {
   const T* s = static_cast<const T*>(scores);
   const T* y = static_cast<const T*>(labels);
   T* rk = static_cast<T*>(rank);
@@ -423,25 +463,29 @@ void dispatch(const void* scores, const void* labels, int64_t M, int64_t L, doub
   T* g = static_cast<T*>(grad);
   const T d = static_cast<T>(delta), tau = static_cast<T>(pos_thr);
   if (exact)
-    run<T, false, true>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads);
+    run<T, false, true>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads, alg, cost);
   else if (delta > 0)
-    run<T, false, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads);
+    run<T, false, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads, alg, cost);
   else
-    run<T, true, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads);
+    run<T, true, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads, alg, cost);
 }
 
 }  // namespace
 
 void rank_sort_cpu(const void* scores, const void* labels, int64_t M, int64_t L,
                    bool is_double, double delta, double pos_thr, bool exact, bool need_grad,
-                   void* rank, void* sort, int32_t* npos, void* grad, int num_threads) {
+                   void* rank, void* sort, int32_t* npos, void* grad, int num_threads,
+                   int algorithm, double cost_per_negative, double cost_per_positive,
+                   double cost_positive_pairs) {
   if (M <= 0) return;
+  const Algorithm alg = static_cast<Algorithm>(algorithm);
+  const CostModel cost{cost_per_negative, cost_per_positive, cost_positive_pairs};
   if (is_double)
     dispatch<double>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
-                     grad, num_threads);
+                     grad, num_threads, alg, cost);
   else
     dispatch<float>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
-                    grad, num_threads);
+                    grad, num_threads, alg, cost);
 }
 
 }  // namespace rspose

@@ -1,7 +1,7 @@
 """Backends of the Rank & Sort core.
 
 Every backend module exposes the same two functions; `rspose_kernels.dispatch` is the only
-place that picks one.
+place that picks one (and knows which algorithms each has).
 
 ``is_available(device_type: str) -> bool``
     Whether the backend can run on tensors of this device type ("cpu" or "cuda") here.
@@ -18,6 +18,10 @@ place that picks one.
     grad    [M, L] in the accumulation dtype, the per-row gradient of rank_row + sort_row
             (identity update, or the exact derivative when ``exact``), already divided by
             |P|; an empty tensor of shape [0] when ``need_grad`` is False.
+    algorithm  keyword, only for backends with more than one algorithm (dispatch.ALGORITHMS;
+            pairwise-only backends are called without it): "pairwise" (default), "bucketed"
+            (SPEC §5b, docs/MATH.md) or "auto" (per row, by cost_model). Same results
+            either way, up to summation order.
 Inputs are validated before a backend is called; backends check nothing.
 """
 import torch

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from . import accumulation_dtype
+from . import accumulation_dtype, cost_model
 
 try:
     from rspose_kernels import _C
@@ -27,6 +27,11 @@ _DTYPE_CODE = {
     torch.float16: _C.FLOAT16,
     torch.bfloat16: _C.BFLOAT16,
 }
+
+
+# The CPU kernel has both algorithms (csrc/cpu/rank_sort_cpu.cpp, rank_sort_bucketed_cpu.h);
+# the CUDA kernels are pairwise only.
+_ALGORITHM_CODE = {"pairwise": _C.PAIRWISE, "bucketed": _C.BUCKETED, "auto": _C.AUTO}
 
 
 def is_available(device_type: str) -> bool:
@@ -44,13 +49,15 @@ def _cuda_usable() -> bool:
     return bool(_C.has_cuda()) and torch.cuda.is_available() and _C.cuda_device_count() > 0
 
 
-def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
+def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise"):
     if scores.device.type == "cuda":
+        if algorithm != "pairwise":
+            raise ValueError(f"algorithm: the cuda backend has only 'pairwise', got {algorithm!r}")
         return _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad)
-    return _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad)
+    return _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm)
 
 
-def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad):
+def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise"):
     acc = accumulation_dtype(scores.dtype)
     # The CPU kernel computes in float32/float64; half scores are widened here (exactly).
     s = scores.to(acc).contiguous()
@@ -63,7 +70,8 @@ def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad):
     _C.rank_sort_cpu(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[acc], float(delta),
                      float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                      sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
-                     torch.get_num_threads())
+                     torch.get_num_threads(), _ALGORITHM_CODE[algorithm],
+                     *cost_model.COSTS["cpu"])
     return rank, sort, npos, grad
 
 

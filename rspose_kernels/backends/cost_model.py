@@ -1,0 +1,76 @@
+"""The per-row choice between the pairwise and the bucketed algorithm (docs/MATH.md,
+"Choosing per row"; SPEC §5b) — the one place that decides which rows go where.
+
+A row with n positives and ñ negatives left after pruning costs the pairwise algorithm
+n·ñ positive-negative and n² positive-positive pair evaluations, and the bucketed one
+~log2(2n) steps per element (bucket search, histogram and Fenwick updates). In units of a
+positive-negative pair:
+
+    bucketed  iff  n ≥ 2  and  n·(ñ + positive_pairs·n) > log2(2n)·(per_negative·ñ + per_positive·n)
+
+The constants are per backend, fitted with bench/run.py (``--calibrate``); the C++ kernel
+evaluates the
+same formula with the same constants (``prefers_bucketed`` in
+csrc/rank_sort_bucketed_math.h, which the tests check against this one). The torch backend's
+pairwise code (torch_ref) does not prune, so for it ñ is every negative of the row.
+
+Rows holding a non-finite score that survives pruning always go pairwise: NaN and ±inf then
+propagate exactly as the definition says (a band sum would make inf − inf).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+ALGORITHMS = ("auto", "pairwise", "bucketed")
+
+
+class CostModel(NamedTuple):
+    per_negative: float     # one negative's bucketed work, per log2(2n) step
+    per_positive: float     # one positive's bucketed work, per log2(2n) step
+    positive_pairs: float   # a positive-positive pair of the pairwise code
+
+
+# Fitted on the 2-core CPU machine by
+#   python bench/run.py --providers cpu/pairwise,cpu/bucketed --cpu-time --calibrate
+# (SPEC sizes, one thread, process time; per step 1.69 ns per negative and 12.2 ns per
+# positive against 0.218 ns per positive-negative pair; docs/MATH.md, "Choosing per row").
+COSTS = {
+    "cpu": CostModel(per_negative=7.75, per_positive=56.1, positive_pairs=1.17),
+    # The torch code's per-call overheads swamp a fit at the sizes a CPU can time it on;
+    # set by hand from `--cpu-time` runs at the SPEC sizes: bucketed was 1.8–4× faster than
+    # torch_ref on every heatmap shape, and 0.75–1.25× on simcc (n ≈ 37, L = 384/512; two
+    # runs disagreed), which these constants leave to the pairwise reference.
+    "torch": CostModel(per_negative=10.0, per_positive=10.0, positive_pairs=1.0),
+}
+
+
+def prefers_bucketed(n: torch.Tensor, nn: torch.Tensor, cost: CostModel) -> torch.Tensor:
+    """Per row, whether ``auto`` takes the bucketed algorithm (n, nn: integer tensors)."""
+    n = n.to(torch.float64)
+    nn = nn.to(torch.float64)
+    steps = torch.log2(2 * n.clamp(min=1))
+    pairwise = n * (nn + cost.positive_pairs * n)
+    bucketed = steps * (cost.per_negative * nn + cost.per_positive * n)
+    return (n >= 2) & (pairwise > bucketed)
+
+
+def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr: float,
+              algorithm: str, backend: str) -> torch.Tensor:
+    """Bool [M]: the rows to compute with the bucketed algorithm (torch backend).
+
+    ``algorithm`` is "bucketed" (every row with finite unpruned scores) or "auto".
+    """
+    pos = labels > pos_thr
+    n = pos.sum(1)
+    inf = torch.full((), torch.inf, dtype=scores.dtype, device=scores.device)
+    smin = torch.where(pos, scores, inf).amin(1, keepdim=True)
+    live = pos | ~(scores < smin - delta)          # not prunable (a NaN never prunes)
+    finite = ~(live & ~torch.isfinite(scores)).any(1)
+    take = finite & (n > 0)
+    if algorithm == "auto":
+        # The torch pairwise code evaluates every negative: its ñ is L − n.
+        nn = (~pos).sum(1) if backend == "torch" else (live & ~pos).sum(1)
+        take &= prefers_bucketed(n, nn, COSTS[backend])
+    return take

@@ -1,0 +1,288 @@
+"""The bucketed algorithm (SPEC §5b, docs/MATH.md) against the pairwise torch reference, on
+the `cpu` backend (csrc/cpu/rank_sort_bucketed_cpu.h) and the `torch` backend
+(backends/torch_bucketed.py), and the `algorithm=` switch with its per-row cost model.
+
+Both twins accumulate in float64, so on float64 inputs they agree with the reference to
+rounding (~1e-15 measured; asserted at 1e-12, far inside the 1e-9 of SPEC §4's float64 row);
+float32 inputs use SPEC §4's tolerances, the reference summing in float32.
+"""
+import functools
+import math
+
+import pytest
+import torch
+
+import rspose_kernels as rk
+from parity import MODE_DELTAS, MODES, against_reference, assert_parity, require
+from rspose_kernels.backends import cost_model, torch_backend, torch_bucketed, torch_ref
+from rspose_kernels.testing import DELTAS, ROW_CASES, heatmap_case, random_rows, row_case
+
+native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
+                 "rspose_kernels._C is not built (pip install -e . with cmake, ninja, pybind11)")
+OP = torch.ops.rspose_kernels.rank_sort_rows
+
+
+def cpu_bucketed(*args):
+    return native.rank_sort_rows(*args, algorithm="bucketed")
+
+
+TWINS = {"cpu": cpu_bucketed, "torch": torch_bucketed.rank_sort_rows}
+BACKENDS = sorted(TWINS)
+
+
+def tight(got, want):
+    """float64: rounding only."""
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-12, atol=1e-13,
+                                   equal_nan=True)
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode,delta", MODE_DELTAS)
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_float64_matches_reference(ties, delta, mode, backend):
+    # Ties: labels on 4 levels, scores on multiples of 0.5 = every δ of the grid apart, so
+    # scores sit exactly on breakpoints s_i ± δ (and x_ij = 0 for the δ = 0 step).
+    scores, labels = random_rows(7, 83, seed=1 + ties, pos_frac=0.35, ties=ties, empty_rows=1,
+                                 all_pos_rows=1, dtype=torch.float64)
+    got, want = against_reference(TWINS[backend], scores, labels, delta, mode[1])
+    tight(got, want)
+    assert_parity(got, want, torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode,delta", MODE_DELTAS)
+@pytest.mark.parametrize("case", sorted(ROW_CASES))
+def test_row_cases_float32(case, delta, mode, backend):
+    # empty and all-positive rows, L = 1, no rows, sparse long rows, ties
+    scores, labels = row_case(case, seed=4)
+    assert_parity(*against_reference(TWINS[backend], scores, labels, delta, mode[1]),
+                  torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+@pytest.mark.parametrize("regime", ["init", "trained"])
+def test_heatmaps_partly_pruned(regime, mode, backend):
+    # "trained" lifts the positives: most negatives are pruned, some sit on the ramps.
+    heatmaps, targets, _ = heatmap_case(2, 2, 33, 27, 2.5, regime=regime, seed=5)
+    scores, labels = heatmaps.reshape(4, -1), targets.reshape(4, -1)
+    got, want = against_reference(TWINS[backend], scores, labels, 0.25, mode[1])
+    assert_parity(got, want, torch.float32)
+    got64, want64 = against_reference(TWINS[backend], scores.double(), labels, 1.0, mode[1])
+    tight(got64, want64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+def test_without_gradient_and_thresholds(mode, backend):
+    scores, labels = random_rows(5, 64, seed=6, pos_frac=0.5, empty_rows=1)
+    for pos_thr in (0.0, 0.4):
+        got, want = against_reference(TWINS[backend], scores, labels, 0.5, mode[1],
+                                      pos_thr=pos_thr, need_grad=False)
+        assert_parity(got, want, torch.float32, need_grad=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _many_positives():
+    """A row with one positive and one with 5000, and the reference on them (computed once)."""
+    g = torch.Generator().manual_seed(7)
+    length = 5200
+    scores = torch.randn(2, length, generator=g, dtype=torch.float64)
+    labels = torch.zeros(2, length, dtype=torch.float64)
+    labels[0, 17] = 0.6                                     # one positive
+    labels[1, :5000] = torch.rand(5000, generator=g, dtype=torch.float64) * 0.99 + 0.01
+    scores[1, :5000] += 0.3 * labels[1, :5000]              # mildly ordered, many on ramps
+    return scores, labels, torch_ref.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_positive_and_5000_positives(backend):
+    scores, labels, want = _many_positives()
+    got = TWINS[backend](scores, labels, 0.5, 0.0, False, True)
+    assert want[2].tolist() == [1, 5000]
+    tight(got, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_scores(backend):
+    # NaN gives NaN losses like the pairwise path; these rows go pairwise under "bucketed"
+    # too. A -inf score that pruning removes (masked pixels) does not stop the bucketed path.
+    scores, labels = random_rows(5, 40, seed=8, pos_frac=0.3)
+    scores[1, 7] = math.nan
+    labels[2, 3] = 0.7
+    scores[2, 3] = math.nan                    # a NaN positive
+    labels[3, 0] = 0.0
+    scores[3, 0] = -math.inf                   # a pruned -inf negative
+    scores[4, 5] = math.inf                    # +inf: above every positive
+    fn = (lambda *a: native.rank_sort_rows(*a, algorithm="bucketed")) if backend == "cpu" \
+        else (lambda *a: torch_backend.rank_sort_rows(*a, algorithm="bucketed"))
+    got = fn(scores, labels, 0.5, 0.0, False, True)
+    want = torch_ref.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    loss = got[0] + got[1]
+    assert torch.isnan(loss[1]) and torch.isnan(loss[2])
+    keep = [0, 3, 4]
+    assert torch.isfinite(loss[keep]).all()
+    assert_parity([v[keep] for v in got[:3]] + [got[3][keep]],
+                  [v[keep] for v in want[:3]] + [want[3][keep]], torch.float32)
+    plan = cost_model.plan_rows(scores, labels, 0.5, 0.0, "bucketed", "torch")
+    assert plan.tolist() == [True, False, False, True, False]
+
+
+# --- determinism ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
+def test_cpu_bucketed_same_bits_for_any_thread_count(mode):
+    heatmaps, targets, _ = heatmap_case(2, 5, 40, 32, 3.0, seed=9)
+    scores, labels = heatmaps.reshape(10, -1), targets.reshape(10, -1)
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3, max(saved, 4)):
+            torch.set_num_threads(threads)
+            for _ in range(2):
+                results.append(cpu_bucketed(scores, labels, 0.5, 0.0, mode[1], True))
+    finally:
+        torch.set_num_threads(saved)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_torch_bucketed_blocks_do_not_change_the_result(monkeypatch):
+    scores, labels = random_rows(6, 50, seed=10, pos_frac=0.5, empty_rows=1,
+                                 dtype=torch.float64)
+    for exact in (False, True):
+        full = torch_bucketed.rank_sort_rows(scores, labels.double(), 0.5, 0.0, exact, True)
+        monkeypatch.setattr(torch_bucketed, "PAIR_BUDGET", 40)
+        small = torch_bucketed.rank_sort_rows(scores, labels.double(), 0.5, 0.0, exact, True)
+        monkeypatch.undo()
+        tight(small, full)
+
+
+# --- through the public API -------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_exact_bucketed(backend):
+    scores, labels = random_rows(3, 14, seed=11, pos_frac=0.5, dtype=torch.float64)
+    scores.requires_grad_(True)
+    torch.autograd.gradcheck(
+        lambda s: rk.rank_sort_loss(s, labels, grad_mode="exact", delta=1.0, backend=backend,
+                                    algorithm="bucketed").loss, (scores,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grad_mode", ["identity", "exact"])
+def test_every_algorithm_same_loss_and_gradient(grad_mode, backend):
+    # Rows of very different sizes, so that "auto" sends some of them each way.
+    heatmaps, targets, weight = heatmap_case(2, 3, 48, 40, 1.0, seed=12, dtype=torch.float64,
+                                             invisible=0.0)
+    targets[0, 0] = heatmap_case(1, 1, 48, 40, 6.0, seed=13)[1][0, 0]
+    targets[1, 1] = (targets[1, 1] == targets[1, 1].max()).to(targets.dtype)  # one positive
+    results = {}
+    for algorithm in ("pairwise", "bucketed", "auto"):
+        h = heatmaps.clone().requires_grad_(True)
+        out = rk.spatial_rs_loss(h, targets, weight, grad_mode=grad_mode, backend=backend,
+                                 algorithm=algorithm)
+        out.loss.backward()
+        results[algorithm] = (out.loss.detach(), out.rank, out.sort, h.grad)
+    for algorithm in ("bucketed", "auto"):
+        for a, b in zip(results[algorithm], results["pairwise"]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    rows, labels = heatmaps.reshape(6, -1), targets.reshape(6, -1)
+    plan = cost_model.plan_rows(rows, labels, 0.5, 0.0, "auto", backend)
+    plan = plan[(labels > 0).any(1)]
+    assert plan.any() and not plan.all()        # the per-row choice really splits the batch
+
+
+def test_algorithm_reaches_every_wrapper():
+    heatmaps, targets, weight = heatmap_case(2, 3, 24, 20, 2.0, seed=14)
+    for backend in BACKENDS:
+        base = {}
+        for algorithm in ("pairwise", "bucketed"):
+            kw = dict(backend=backend, algorithm=algorithm)
+            base[algorithm] = [
+                rk.RSPoseLoss(**kw)(heatmaps, targets, weight),
+                rk.instance_sort_loss(heatmaps, targets, weight, **kw),
+                rk.simcc_rs_loss((heatmaps[..., 0, :], heatmaps[..., 0]),
+                                 (targets[..., 0, :], targets[..., 0]), weight, **kw).loss,
+            ]
+        for a, b in zip(base["bucketed"], base["pairwise"]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_available_algorithms_and_errors():
+    assert rk.available_algorithms("cpu") == ["pairwise", "bucketed"]
+    assert rk.available_algorithms("torch") == ["pairwise", "bucketed"]
+    assert rk.available_algorithms("auto", "cpu") == ["pairwise", "bucketed"]
+    assert rk.available_algorithms("cuda") == ["pairwise"]       # known without a GPU
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        rk.available_algorithms("tpu")
+    scores, labels = random_rows(2, 9, seed=15)
+    with pytest.raises(ValueError, match=r"algorithm: expected one of \['auto', 'pairwise', "
+                                         r"'bucketed'\], got 'fast'"):
+        rk.rank_sort_loss(scores, labels, algorithm="fast")
+    with pytest.raises(ValueError, match="algorithm"):
+        rk.RSPoseLoss(algorithm="fast")
+    if "triton" in rk.available_backends("cpu"):
+        assert rk.available_algorithms("triton") == ["pairwise"]
+        with pytest.raises(ValueError, match="algorithm: 'bucketed' is not implemented by the "
+                                             "'triton' backend"):
+            rk.rank_sort_loss(scores, labels, backend="triton", algorithm="bucketed")
+        # "auto" on a pairwise-only backend is pairwise
+        out = rk.rank_sort_loss(scores, labels, backend="triton", algorithm="auto")
+        ref = rk.rank_sort_loss(scores, labels, backend="torch", algorithm="pairwise")
+        torch.testing.assert_close(out.loss, ref.loss, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_with_algorithm(backend):
+    s, y = random_rows(4, 23, seed=16, pos_frac=0.4, empty_rows=1)
+    for algorithm in ("bucketed", "auto"):
+        samples = [
+            (s.clone().requires_grad_(True), y, 0.5, 0.0, False, True, backend, algorithm),
+            (s.clone(), y, 0.0, 0.0, False, False, backend, algorithm),
+            (s.clone().requires_grad_(True), y, 0.25, 0.0, True, True, backend, algorithm),
+        ]
+        for args in samples:
+            torch.library.opcheck(OP, args)
+
+
+# --- the cost model ---------------------------------------------------------------------------
+
+def test_cost_model_is_the_same_in_cpp_and_python():
+    from rspose_kernels import _C
+    cost = cost_model.COSTS["cpu"]
+    grid_n = [0, 1, 2, 3, 17, 64, 169, 1000, 1900, 5000]
+    grid_nn = [0, 1, 10, 300, 3072, 12288, 49152]
+    n = torch.tensor([a for a in grid_n for _ in grid_nn])
+    nn = torch.tensor([b for _ in grid_n for b in grid_nn])
+    py = cost_model.prefers_bucketed(n, nn, cost).tolist()
+    cpp = [_C.prefers_bucketed(a, b, *cost) for a, b in zip(n.tolist(), nn.tolist())]
+    assert py == cpp
+    assert any(py) and not all(py)
+    assert not _C.prefers_bucketed(1, 10 ** 6, *cost)     # one positive: nothing to gain
+
+
+def test_auto_follows_the_cost_model(monkeypatch):
+    # With a cost model that never prefers bucketed, "auto" is pairwise bit for bit.
+    heatmaps, targets, _ = heatmap_case(1, 4, 30, 30, 3.0, seed=17)
+    rows, labels = heatmaps.reshape(4, -1), targets.reshape(4, -1)
+    pairwise = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True)
+    bucketed = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True, algorithm="bucketed")
+    assert not torch.equal(pairwise[3], bucketed[3])     # the two sum in different orders
+    monkeypatch.setitem(cost_model.COSTS, "cpu", cost_model.CostModel(1e9, 1e9, 0.0))
+    auto = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True, algorithm="auto")
+    for a, b in zip(auto, pairwise):
+        assert torch.equal(a, b)
+    monkeypatch.setitem(cost_model.COSTS, "cpu", cost_model.CostModel(0.0, 0.0, 1.0))
+    auto = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True, algorithm="auto")
+    for a, b in zip(auto, bucketed):
+        assert torch.equal(a, b)
+
+
+def test_deltas_grid_is_the_issue_grid():
+    assert DELTAS == (0.0, 0.25, 0.5, 1.0)
