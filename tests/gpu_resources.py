@@ -282,7 +282,6 @@ def launch_shapes(sms=132) -> str:
     import torch
     from rspose_kernels import _C
     from rspose_kernels.testing import SHAPES, shape_case
-    from rspose_kernels.backends.native import cuda_tuning  # noqa: F401  (the same defaults)
 
     tuning = _C.CudaTuning()
     tuning.sms = sms
