@@ -127,7 +127,7 @@ def test_no_grad_needed_skips_gradient(monkeypatch):
     from rspose_kernels.backends import torch_ref
     calls = []
 
-    def spy(scores, labels, delta, pos_thr, exact, need_grad):
+    def spy(scores, labels, delta, pos_thr, exact, need_grad, **kw):   # kw: the algorithm
         out = torch_ref.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
         calls.append((need_grad, tuple(out[3].shape)))
         return out
