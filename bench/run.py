@@ -572,37 +572,34 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 
 
 class Progress:
-    """A progress bar with an ETA on stderr; weights are rough costs (pairs)."""
+    """tqdm on stderr, weighted by rough costs (pairs), with the case being timed as postfix."""
 
     def __init__(self, total: float, enabled: bool = True):
-        self.total = max(total, 1e-9)
-        self.done = 0.0
-        self.t0 = time.perf_counter()
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
+        from tqdm import tqdm   # installed by scripts/setup.sh
+        # In a log (not a terminal) a redraw every few seconds, not ten per second.
+        self.bar = tqdm(total=max(total, 1e-9), disable=not enabled, file=sys.stderr,
+                        unit="pair", unit_scale=True, dynamic_ncols=True, leave=False,
+                        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+                        bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
 
-    def update(self, label: str, weight: float = 0.0, finished: bool = False) -> None:
-        self.done += weight
-        if not self.enabled or not (self.tty or finished):  # a log gets one line per step
-            return
-        frac = min(self.done / self.total, 1.0)
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-        bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
-        eta_s = "?" if eta != eta else f"{eta:.0f}s"
-        msg = f"[{bar}] {frac:4.0%}  {elapsed:5.0f}s elapsed, ~{eta_s} left  {label}"
-        if self.tty:
-            print(f"\r{msg[:150]:<150}", end="", file=sys.stderr, flush=True)
-        else:
-            print(msg, file=sys.stderr, flush=True)
+    @property
+    def total(self) -> float:
+        return self.bar.total
+
+    @total.setter
+    def total(self, value: float) -> None:
+        self.bar.total = max(value, 1e-9)
+
+    def update(self, label: str, weight: float = 0.0) -> None:
+        self.bar.set_postfix_str(label, refresh=False)
+        self.bar.update(weight)
 
     def clear_line(self) -> None:
         """Before stdout prints on the terminal the bar is drawn on."""
-        if self.enabled and self.tty:
-            print("\r" + " " * 150 + "\r", end="", file=sys.stderr, flush=True)
+        self.bar.clear()
 
     def close(self) -> None:
-        self.clear_line()
+        self.bar.close()
 
 
 # ----------------------------------------------------------------------------- driver
@@ -625,7 +622,7 @@ def bench_case(case: Case, names, device_type, policy, env, progress=None,
         if progress:
             # Weights count the backends only; the baselines' time is absorbed in the rate.
             progress.update(f"{case.shape}/{case.regime} {name} done",
-                            weight=0.0 if name in BASELINES else case.pairs, finished=True)
+                            weight=0.0 if name in BASELINES else case.pairs)
     add_ratios(rows)
     return rows
 
