@@ -152,6 +152,19 @@ def test_cpu_bucketed_same_bits_for_any_thread_count(mode):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_torch_bucketed_same_bits_run_after_run(device):
+    # Its histograms are sorted prefix sums, not scatter_add_ (float atomics on CUDA).
+    heatmaps, targets, _ = heatmap_case(2, 5, 40, 32, 3.0, seed=12)
+    scores = heatmaps.reshape(10, -1).to(device)
+    labels = targets.reshape(10, -1).to(device)
+    for exact in (False, True):
+        first = torch_bucketed.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
+        for _ in range(3):
+            again = torch_bucketed.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
+            assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
 def test_torch_bucketed_blocks_do_not_change_the_result(monkeypatch):
     scores, labels = random_rows(6, 50, seed=10, pos_frac=0.5, empty_rows=1,
                                  dtype=torch.float64)

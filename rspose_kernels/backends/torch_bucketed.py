@@ -17,8 +17,9 @@ the accumulation dtype. Memory: about ten [rows, L] and ten
 [rows, positives, positive block] float64 temporaries, rows and blocks sized by
 ``PAIR_BUDGET``: ~10 · PAIR_BUDGET · 8 bytes (≈ 160 MiB) plus O(M·L). Rows must hold finite
 unpruned scores (torch_backend routes the others to torch_ref). The positive counts are read
-on the host to size the blocks, as in torch_ref. On CUDA the histograms are built with
-``scatter_add_``, whose float atomics may change the last bits from run to run.
+on the host to size the blocks, as in torch_ref. Deterministic on every device: the histograms'
+suffix sums come from a stable sort of the bucket indices and prefix sums, not from
+``scatter_add_``, whose float atomics on CUDA would change the last bits from run to run.
 """
 from __future__ import annotations
 
@@ -64,9 +65,22 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
     return rank.to(acc), sort.to(acc), npos.to(torch.int32), grad
 
 
-def _suffix(h):
-    """Entry q = Σ_{q' ≥ q} h[q'] along dim 1."""
-    return h.flip(1).cumsum(1).flip(1)
+def _suffix_by(idx, values, p):
+    """For each v of ``values`` ([R, L]): [R, p], entry k = Σ_{j : idx_j > k} v_j, k = 0..p−1.
+
+    A histogram by ``idx`` (0..p) with suffix sums, taken by one stable sort of ``idx`` and
+    suffix sums in that order (from the top, as a histogram's would be, so a small tail is
+    not a difference of large sums): the same additions in the same order on every run and
+    device (``scatter_add_`` would add in whatever order CUDA's atomics land).
+    """
+    key, order = torch.sort(idx, dim=1, stable=True)
+    bound = torch.arange(1, p + 1, device=idx.device).expand(idx.shape[0], p).contiguous()
+    first = torch.searchsorted(key, bound)          # first sorted slot with idx > k
+    out = []
+    for v in values:
+        tail = torch.nn.functional.pad(v.gather(1, order).flip(1).cumsum(1).flip(1), (0, 1))
+        out.append(tail.gather(1, first))           # tail[t] = Σ over sorted slots ≥ t
+    return out
 
 
 def _prefix0(v):
@@ -119,15 +133,14 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad, pp_dtype):
     uf = torch.where(ok, u, 0.0)                    # padded slots: harmless finite values
 
     # Negatives: F_k = #{b > k} + ramp over {b ≤ k < a}, from histograms by a and by b.
-    def by(idx, v):
-        return _suffix(s.new_zeros(r, p + 1).scatter_add_(1, idx, v))[:, 1:]
-    nb = by(b, negw)
+    (nb, nb_s) = _suffix_by(b, (negw, negw * sq), p)
     if hard:
         fp_count = nb
         ramp_n = torch.zeros_like(nb)
     else:
-        ramp_n = by(a, negw) - nb
-        ramp_s = by(a, negw * sq) - by(b, negw * sq)
+        (na, na_s) = _suffix_by(a, (negw, negw * sq), p)
+        ramp_n = na - nb
+        ramp_s = na_s - nb_s
         fp_count = nb + _ramp_mass(ramp_n, ramp_s, uf, inv2d)
 
     # Positives among themselves, P×P in blocks of block_p positives i, in the accumulation
@@ -207,5 +220,7 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad, pp_dtype):
         g_neg = pre.gather(1, b) + 0.5 * dr + (sq * dr - dru) * inv2d
     g_neg = g_neg * negw
     g_pos = torch.where(ok, g_pos.to(WORK) + torch.cat(self_term, 1).to(WORK), 0.0)
+    # One addend per element (positives have distinct indices; padded slots add 0 to the dump
+    # column l), so this scatter_add_ is deterministic even with atomics.
     grad = torch.nn.functional.pad(g_neg, (0, 1)).scatter_add_(1, pe, g_pos)[:, :l]
     return lr_sum.to(WORK) / n, es_sum.to(WORK) / n, grad / n[:, None]
