@@ -152,17 +152,28 @@ def test_cpu_bucketed_same_bits_for_any_thread_count(mode):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-def test_torch_bucketed_same_bits_run_after_run(device):
-    # Its histograms are sorted prefix sums, not scatter_add_ (float atomics on CUDA).
+HISTOGRAM_WAYS = [pytest.param(device, way, id=f"{device}-{name}")
+                  for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                  for way, name in ((None, "by-device"), (True, "sorted"), (False, "scatter"))
+                  if not (device == "cuda" and way is False)]   # scatter: the CPU way only
+
+
+@pytest.mark.parametrize("device,sorted_histograms", HISTOGRAM_WAYS)
+def test_torch_bucketed_histograms_same_bits_run_after_run(device, sorted_histograms,
+                                                           monkeypatch):
+    # On CUDA the histograms are sorted suffix sums (scatter_add_'s float atomics would not
+    # give the same bits); both ways agree to rounding, and each gives the same bits again.
+    monkeypatch.setattr(torch_bucketed, "SORTED_HISTOGRAMS", sorted_histograms)
     heatmaps, targets, _ = heatmap_case(2, 5, 40, 32, 3.0, seed=12)
-    scores = heatmaps.reshape(10, -1).to(device)
-    labels = targets.reshape(10, -1).to(device)
-    for exact in (False, True):
-        first = torch_bucketed.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
-        for _ in range(3):
-            again = torch_bucketed.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
+    scores = heatmaps.reshape(10, -1).double().to(device)
+    labels = targets.reshape(10, -1).double().to(device)
+    for delta, exact in ((0.0, False), (0.5, False), (0.5, True)):
+        first = torch_bucketed.rank_sort_rows(scores, labels, delta, 0.0, exact, True)
+        for _ in range(2):
+            again = torch_bucketed.rank_sort_rows(scores, labels, delta, 0.0, exact, True)
             assert all(torch.equal(a, b) for a, b in zip(first, again))
+        tight([t.cpu() for t in first],
+              torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), delta, 0.0, exact, True))
 
 
 def test_torch_bucketed_blocks_do_not_change_the_result(monkeypatch):
