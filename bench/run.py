@@ -450,11 +450,11 @@ def device_name(device_type: str) -> str:
     return f"{name} ({os.cpu_count()} cpus)"
 
 
-def triton_version() -> str:
-    # From the package metadata: importing triton is not needed (nor always safe) on a CPU.
+def package_version(name: str) -> str:
+    """From the package metadata: importing it (triton on a CPU) is neither needed nor safe."""
     try:
         from importlib.metadata import version
-        return version("triton")
+        return version(name)
     except Exception:
         return ""
 
@@ -470,7 +470,7 @@ def environment(device_type: str, run_kind: str, dtype: torch.dtype) -> dict:
         "device_type": device_type,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "triton": triton_version(),
+        "triton": package_version("triton"),
         "cuda": torch.version.cuda or "",
         "dtype": str(dtype).replace("torch.", ""),
     }
@@ -509,19 +509,21 @@ def add_ratios(rows: list[dict]) -> None:
             r["ratio_to_mse"] = r["median_ms"] / ref
 
 
-def append_csv(path: Path, rows: list[dict]) -> None:
+def append_csv(path: Path, rows: list[dict], fields=None) -> None:
+    """Append ``rows`` (columns ``fields``, default this benchmark's) to the CSV at ``path``."""
+    fields = FIELDS if fields is None else tuple(fields)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         with open(path, newline="") as f:
             header = next(csv.reader(f), None)
-        if header is not None and tuple(header) != FIELDS:
+        if header is not None and tuple(header) != fields:
             # Older layout: keep it aside rather than mixing two layouts in one file.
             stale = path.with_name(f"{path.stem}.{int(time.time())}.old{path.suffix}")
             path.rename(stale)
             print(f"note: {path} had another header; moved to {stale}", file=sys.stderr)
     new = not path.exists()
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerows(rows)

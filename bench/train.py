@@ -30,7 +30,6 @@ thread per core (measured here at load ~10: 2 threads made each step several tim
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import sys
@@ -46,7 +45,7 @@ if str(HERE) not in sys.path:  # siblings when imported from tests
 
 import rspose_kernels as rk  # noqa: E402
 from rspose_kernels.dispatch import resolve_backend  # noqa: E402
-from run import environment, load_avg  # noqa: E402
+from run import append_csv, environment, load_avg, package_version  # noqa: E402
 from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
                         validation_set)
 from train_eval import coco_ground_truth, decode_heatmaps, decode_simcc, evaluate  # noqa: E402
@@ -236,31 +235,6 @@ def train_seed(seed: int, names, budget: Budget, cfg: DataConfig, device: torch.
 
 # ----------------------------------------------------------------------------- output
 
-def _version(pkg):
-    try:
-        from importlib.metadata import version
-        return version(pkg)
-    except Exception:
-        return ""
-
-
-def append_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), None)
-        if header is not None and tuple(header) != FIELDS:
-            stale = path.with_name(f"{path.stem}.{int(time.time())}.old{path.suffix}")
-            path.rename(stale)   # another layout: keep it aside rather than mix the two
-            print(f"note: {path} had another header; moved to {stale}", file=sys.stderr)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-
-
 def _mean_sd(values, digits):
     values = [v for v in values if not math.isnan(v)]
     if not values:
@@ -387,7 +361,7 @@ def main(argv=None) -> int:
     names = args.losses.split(",")
     cfg = DataConfig()
     env = environment(args.device, "quick" if args.quick else "full", torch.float32)
-    env.update(rspose_kernels=rk.__version__, pycocotools=_version("pycocotools"),
+    env.update(rspose_kernels=rk.__version__, pycocotools=package_version("pycocotools"),
                threads=torch.get_num_threads())
     print(f"# bench/train.py: {env['device']}, {env['threads']} threads, torch {env['torch']}, "
           f"commit {env['commit']}; losses {names}; seeds {list(budget.seeds)}, "
@@ -406,7 +380,7 @@ def main(argv=None) -> int:
     print(summary_table(rows))
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
     if not args.no_csv:
-        append_csv(args.csv, rows)
+        append_csv(args.csv, rows, FIELDS)
         print(f"rows appended to {args.csv}")
     if args.plot:
         print(f"plot: {plot(rows, args.plot)}")
