@@ -132,6 +132,24 @@ def test_non_finite_scores(backend):
     assert plan.tolist() == [True, False, False, True, False]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("delta", [1e-14, 1e-16, 1e-30])
+def test_delta_below_the_scores_resolution_stays_exact(backend, delta):
+    # A band sum divides by 2δ: rows whose δ is below 2^-20·max|s| stay pairwise, even when
+    # bucketed is asked for (a 1e-14 δ on O(1) logits gave 1e-3 errors before).
+    heatmaps, targets, _ = heatmap_case(2, 3, 24, 16, 2.0, seed=13)
+    scores, labels = heatmaps.reshape(6, -1), targets.reshape(6, -1)
+    want = torch_ref.rank_sort_rows(scores, labels, delta, 0.0, False, True)
+    for algorithm in ("auto", "bucketed"):
+        got = rk.rank_sort_loss(scores, labels, delta=delta, backend=backend,
+                                algorithm=algorithm, reduction="none")
+        keep = want[2] > 0
+        torch.testing.assert_close(got.rank[keep], want[0][keep], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got.sort[keep], want[1][keep], rtol=1e-4, atol=1e-6)
+    plan = cost_model.plan_rows(scores, labels, delta, 0.0, "bucketed", "torch")
+    assert not plan.any()
+
+
 # --- determinism ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])

@@ -340,6 +340,7 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
     }
     int32_t nn = 0;
     bool finite = alg != kPairwise;
+    double span = 0;  // max |s| over the row's positives and kept negatives
     if (n > 0) {
       const T thr = smin - delta;
       for (int64_t j = 0; j < L; ++j) {
@@ -349,11 +350,19 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
           ++nn;
         }
       }
-      for (int32_t k = 0; finite && k < n + nn; ++k) finite = std::isfinite(cs[k]);
+      for (int32_t k = 0; finite && k < n + nn; ++k) {
+        finite = std::isfinite(cs[k]);
+        span = std::max(span, std::fabs(static_cast<double>(cs[k])));
+      }
     }
+    // A band sum is (Σs − s_i·Σ1)/(2δ): its rounding grows as |s|/δ. Rows whose δ does not
+    // resolve at their scores' scale (δ < 2^-20·max|s|, e.g. δ = 1e-14 on O(1) logits) stay
+    // pairwise, where H is evaluated per pair (docs/MATH.md, "Choosing per row").
+    const bool resolves = delta == 0 || static_cast<double>(delta) >= span * 0x1p-20;
     w.npos[r] = n;
     w.nneg[r] = nn;
-    w.bucketed[r] = n > 0 && finite && (alg == kBucketed || prefers_bucketed(n, nn, cost));
+    w.bucketed[r] = n > 0 && finite && resolves &&
+                    (alg == kBucketed || prefers_bucketed(n, nn, cost));
     if (need_grad) std::memset(grad + r * L, 0, sizeof(T) * static_cast<size_t>(L));
   });
 

@@ -15,7 +15,10 @@ csrc/rank_sort_bucketed_math.h, which the tests check against this one). The tor
 pairwise code (torch_ref) does not prune, so for it ñ is every negative of the row.
 
 Rows holding a non-finite score that survives pruning always go pairwise: NaN and ±inf then
-propagate exactly as the definition says (a band sum would make inf − inf).
+propagate exactly as the definition says (a band sum would make inf − inf). So do rows whose δ
+does not resolve at their scores' scale, δ < RESOLVE · max|s| (e.g. δ = 1e-14 on O(1) logits):
+a band sum (Σs − s_i·Σ1)/(2δ) rounds like |s|/δ, where pairwise evaluates H per pair. δ = 0
+(the step) has no such division.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from typing import NamedTuple
 
 import torch
 
-ALGORITHMS = ("auto", "pairwise", "bucketed")
+# The C++ kernel uses the same bound (0x1p-20, csrc/cpu/rank_sort_cpu.cpp).
+RESOLVE = 2.0 ** -20
 
 
 class CostModel(NamedTuple):
@@ -69,6 +73,9 @@ def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr:
     live = pos | ~(scores < smin - delta)          # not prunable (a NaN never prunes)
     finite = ~(live & ~torch.isfinite(scores)).any(1)
     take = finite & (n > 0)
+    if delta > 0:
+        span = torch.where(live, scores.abs(), torch.zeros_like(scores)).amax(1)
+        take &= delta >= RESOLVE * span
     if algorithm == "auto":
         # The torch pairwise code evaluates every negative: its ñ is L − n.
         nn = (~pos).sum(1) if backend == "torch" else (live & ~pos).sum(1)

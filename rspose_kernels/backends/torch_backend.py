@@ -12,9 +12,6 @@ import torch
 
 from . import cost_model, torch_bucketed, torch_ref
 
-ALGORITHMS = ("pairwise", "bucketed")
-
-
 def is_available(device_type: str) -> bool:
     return True
 

@@ -13,10 +13,11 @@ of SPEC §5b, which keeps the code free of a vectorised Fenwick tree.
 
 Band sums (differences of prefix sums over a whole row) are taken in float64; the P×P sums
 among positives in the accumulation dtype, as torch_ref takes them; results come back in
-the accumulation dtype. Memory: about ten [rows, L] and ten
-[rows, positives, positive block] float64 temporaries, rows and blocks sized by
-``PAIR_BUDGET``: ~10 · PAIR_BUDGET · 8 bytes (≈ 160 MiB) plus O(M·L). Rows must hold finite
-unpruned scores (torch_backend routes the others to torch_ref). The positive counts are read
+the accumulation dtype. Memory: about ten [rows, L] float64 and ten
+[rows, positives, positive block] accumulation-dtype temporaries, rows and blocks sized by
+``PAIR_BUDGET``: ~10 · PAIR_BUDGET · 8 bytes (≈ 160 MiB) at most, plus O(M·L). Rows must hold
+finite unpruned scores and a δ that resolves at their scale (cost_model routes the others to
+torch_ref). The positive counts are read
 on the host to size the blocks, as in torch_ref. Deterministic on every device: on CUDA the
 histograms' suffix sums come from a stable sort of the bucket indices and prefix sums, since
 ``scatter_add_``'s float atomics there would change the last bits from run to run; on the CPU
