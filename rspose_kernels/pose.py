@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import checks, distributed
 from .backends import accumulation_dtype
-from .dispatch import ALGORITHM_NAMES, BACKEND_NAMES
+from .dispatch import ALGORITHM_NAMES, BACKEND_NAMES, resolve_algorithm, resolve_backend
 from .losses import (DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
                      rank_sort_loss, simcc_rs_loss, spatial_rs_loss)
 
@@ -95,6 +95,12 @@ def _max_with_index(scores: Tensor):
     return scores.gather(-1, index).squeeze(-1), index.squeeze(-1)
 
 
+def _check_backend_and_algorithm(backend, algorithm, ref: Tensor) -> None:
+    """Both names, and the algorithm against the backend that will run, before any work (and
+    before the collectives of a process group)."""
+    resolve_algorithm(algorithm, resolve_backend(backend, ref.device))
+
+
 def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tensor,
                 area: Tensor, delta: float, backend: str, algorithm: str = "auto",
                 process_group=None) -> Tensor:
@@ -167,8 +173,7 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
     checks.number("delta", delta, minimum=0)
     checks.number("pos_thr", pos_thr, minimum=0)
     distributed.check_group(process_group)
-    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
-        raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
+    _check_backend_and_algorithm(backend, algorithm, heatmaps)
     tw = _target_weight(target_weight, b, k, heatmaps, "heatmaps")
     sig = _sigmas(sigmas, k, heatmaps)
     areas = _area(area, b, h * w / BOX_PADDING ** 2, heatmaps, "heatmaps")
@@ -220,8 +225,7 @@ def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, 
                          f"got {tuple(py.shape[:2])}")
     checks.number("delta", delta, minimum=0)
     distributed.check_group(process_group)
-    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
-        raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
+    _check_backend_and_algorithm(backend, algorithm, px)
     b, k, wx = px.shape
     hy = py.shape[-1]
     tw = _target_weight(target_weight, b, k, px, "pred[x]")

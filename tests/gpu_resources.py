@@ -23,6 +23,7 @@ does, in a subprocess), or ``--markdown`` for the table of docs/GPU_RESOURCES.md
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
 import json
@@ -383,7 +384,9 @@ def main(argv=None):
         print(launch_shapes())
         return
     # Before triton is imported: a real compile of every kernel (no cache hit), and its log.
-    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="rspose-triton-cache-")
+    cache = tempfile.mkdtemp(prefix="rspose-triton-cache-")   # ~43 MB: removed at exit
+    atexit.register(shutil.rmtree, cache, True)
+    os.environ["TRITON_CACHE_DIR"] = cache
     os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")   # triton 3.9 warns when unset
     report = {}

@@ -150,6 +150,25 @@ def test_delta_below_the_scores_resolution_stays_exact(backend, delta):
     assert not plan.any()
 
 
+@pytest.mark.parametrize("algorithm", ["bogus", "bucketed"])
+def test_instance_sort_checks_the_algorithm_before_any_work(algorithm, monkeypatch):
+    from rspose_kernels import pose
+
+    def boom(*a, **k):
+        raise AssertionError("work ran before the algorithm was checked")
+
+    monkeypatch.setattr(pose, "_max_with_index", boom)
+    heatmaps, targets, weight = heatmap_case(2, 3, 8, 6, 1.0, seed=14)
+    # "bucketed" is an error on a pairwise-only backend: triton (interpreter) here.
+    backend = "torch" if algorithm == "bogus" else "triton"
+    with pytest.raises(ValueError, match="algorithm"):
+        rk.instance_sort_loss(heatmaps, targets, weight, backend=backend, algorithm=algorithm)
+    with pytest.raises(ValueError, match="algorithm"):
+        pose.simcc_instance_sort_loss((heatmaps[..., 0], heatmaps[..., 0, :]),
+                                      (targets[..., 0], targets[..., 0, :]), weight,
+                                      backend=backend, algorithm=algorithm)
+
+
 # --- determinism ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])

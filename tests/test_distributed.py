@@ -7,6 +7,7 @@ same model in one process on the concatenated batch. Every rank computes that re
 itself, so no result needs to travel back: a failed assert in a child fails the test.
 """
 import copy
+import datetime
 import os
 
 import pytest
@@ -69,8 +70,9 @@ def _grads(model):
 def _worker(rank, world, init_file, sizes, blank, checks):
     if os.path.exists("/sys/class/net/lo"):   # gloo on the loopback device only
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # A mismatched collective fails in 2 minutes, not gloo's default 30 (CI has 90 in all).
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=datetime.timedelta(seconds=120))
     try:
         torch.manual_seed(0)
         images, targets, simcc_targets, weights = global_batch(sum(sizes), 11, blank)
