@@ -11,6 +11,15 @@ export PYTHON=$PY
 
 . scripts/steps.sh
 
+# Where nvcc is (setup.py's lookup), the CUDA kernels must be built and their compile and
+# launch tests must run: CI cannot go green with CUDA silently left out of the build.
+for nvcc in "${CUDA_HOME:-/nonexistent}/bin/nvcc" /usr/local/cuda/bin/nvcc "$(command -v nvcc || true)"; do
+    if [ -n "$nvcc" ] && [ -x "$nvcc" ]; then
+        export RSPOSE_CUDA=${RSPOSE_CUDA:-1} RSPOSE_REQUIRE_CUDA_BUILD=${RSPOSE_REQUIRE_CUDA_BUILD:-1}
+        break
+    fi
+done
+
 bash scripts/setup.sh   # names its own failing step
 
 if [ "${RSPOSE_SKIP_MMPOSE:-0}" = "1" ]; then

@@ -23,6 +23,17 @@ def require(module: str, env: str, reason: str):
     return pytest.importorskip(module, reason=reason)
 
 
+def require_cuda_build(available: bool, what: str):
+    """Skip when the CUDA part was not built here; fail instead where RSPOSE_REQUIRE_CUDA_BUILD
+    is "1" (scripts/test.sh sets it whenever nvcc is found, so CI cannot go green with the
+    CUDA kernels silently left out of the build)."""
+    if available:
+        return
+    if os.environ.get("RSPOSE_REQUIRE_CUDA_BUILD") == "1":
+        pytest.fail(f"RSPOSE_REQUIRE_CUDA_BUILD=1 but {what}")
+    pytest.skip(what)
+
+
 def device_params(cpu_ok: bool, cpu_reason: str, cuda_ok: bool, cuda_reason: str):
     """Run on CPU where the backend can, on CUDA only where a GPU is (else not at all)."""
     params = [pytest.param("cpu", marks=pytest.mark.skipif(not cpu_ok, reason=cpu_reason))]

@@ -3,12 +3,16 @@ through _C, without a GPU: grids are capped by the SM count, rows are split only
 are few of them, and the launch parameters come from the RSPOSE_CUDA_* variables."""
 import pytest
 
-from parity import require
+from parity import require, require_cuda_build
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
                  "rspose_kernels._C is not built")
 _C = native._C
-pytestmark = pytest.mark.skipif(not _C.has_cuda(), reason="_C was built without CUDA")
+
+
+@pytest.fixture(autouse=True)
+def _cuda_built():
+    require_cuda_build(_C.has_cuda(), "_C was built without CUDA")
 
 
 def tuning(sms=132, **kw):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import require
+from parity import require, require_cuda_build
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -80,8 +80,7 @@ def test_triton_variants_cover_every_mode_and_dtype(report):
 
 def test_cuda_kernels_fit_sm80_and_sm90(report):
     rep = report["cuda"]
-    if rep is None or rep["nvcc"] is None:
-        pytest.skip("nvcc not found")
+    require_cuda_build(rep is not None and rep["nvcc"] is not None, "nvcc not found")
     kernels = rep["kernels"]
     names = {k["kernel"] for k in kernels}
     # Every kernel of the launch sequence (rank_sort_launch.cuh), in every score dtype,
