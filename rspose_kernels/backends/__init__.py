@@ -24,9 +24,18 @@ place that picks one (and knows which algorithms each has).
             either way, up to summation order.
 Inputs are validated before a backend is called; backends check nothing.
 """
+from functools import lru_cache
+
 import torch
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """What a backend sums in: float64 for float64 scores, float32 for every other dtype."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@lru_cache(maxsize=None)
+def sm_count(index: int) -> int:
+    """Streaming multiprocessors of CUDA device ``index`` (grids of the GPU backends are sized
+    from it, never from the data)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count

@@ -36,12 +36,13 @@ be bitwise reproducible across runs).
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+
+from . import sm_count as _sm_count
 
 EPS = 1e-10
 _EPS = tl.constexpr(EPS)    # the ε of SPEC §2, as the kernels see it
@@ -395,9 +396,6 @@ def default_blocks(length: int, acc_dtype: torch.dtype = torch.float32) -> Block
     return Blocks(compact=compact, compact_warps=compact_warps)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _multiprocessors(device: torch.device) -> int:
