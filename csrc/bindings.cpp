@@ -52,13 +52,19 @@ void cuda_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t
                 double delta, double pos_thr, bool exact, bool need_grad, std::uintptr_t rank,
                 std::uintptr_t sort, std::uintptr_t npos, std::uintptr_t grad,
                 std::uintptr_t workspace, std::size_t workspace_bytes, std::uintptr_t stream,
-                int device, const rspose::CudaTuning& tuning) {
+                int device, const rspose::CudaTuning& tuning, int algorithm,
+                double cost_per_negative, double cost_per_positive, double cost_positive_pairs,
+                double cost_bucketed_positive_pairs) {
   if (dtype < rspose::kFloat32 || dtype > rspose::kBFloat16)
     throw std::invalid_argument("rank_sort_cuda: unknown dtype code " + std::to_string(dtype));
   if (M < 0 || L < 0 || L > INT32_MAX)
     throw std::invalid_argument("rank_sort_cuda: bad sizes M=" + std::to_string(M) +
                                 ", L=" + std::to_string(L));
-  const std::size_t need = rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad, tuning);
+  if (algorithm < rspose::kPairwise || algorithm > rspose::kAuto)
+    throw std::invalid_argument("rank_sort_cuda: unknown algorithm code " +
+                                std::to_string(algorithm));
+  const std::size_t need =
+      rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad, algorithm, tuning);
   if (workspace_bytes < need)
     throw std::invalid_argument("rank_sort_cuda: workspace of " +
                                 std::to_string(workspace_bytes) + " bytes, need " +
@@ -70,7 +76,10 @@ void cuda_entry(std::uintptr_t scores, std::uintptr_t labels, int64_t M, int64_t
                                  delta, pos_thr, exact, need_grad, ptr<void>(rank),
                                  ptr<void>(sort), ptr<int32_t>(npos), ptr<void>(grad),
                                  ptr<void>(workspace), workspace_bytes,
-                                 ptr<void>(stream), device, tuning);
+                                 ptr<void>(stream), device, tuning, algorithm,
+                                 rspose::CostModel{cost_per_negative, cost_per_positive,
+                                                   cost_positive_pairs,
+                                                   cost_bucketed_positive_pairs});
   }
   if (!err.empty()) throw std::runtime_error("rank_sort_cuda: " + err);
 }
@@ -116,11 +125,12 @@ PYBIND11_MODULE(_C, m) {
   m.attr("BUCKETED") = static_cast<int>(rspose::kBucketed);
   m.attr("AUTO") = static_cast<int>(rspose::kAuto);
   m.def("prefers_bucketed", [](int64_t n, int64_t nn, double per_negative, double per_positive,
-                               double positive_pairs) {
-    return rspose::prefers_bucketed(n, nn,
-                                    rspose::CostModel{per_negative, per_positive, positive_pairs});
+                               double positive_pairs, double bucketed_positive_pairs) {
+    return rspose::prefers_bucketed(
+        n, nn, rspose::CostModel{per_negative, per_positive, positive_pairs,
+                                 bucketed_positive_pairs});
   }, py::arg("n"), py::arg("nn"), py::arg("cost_per_negative"), py::arg("cost_per_positive"),
-  py::arg("cost_positive_pairs"),
+  py::arg("cost_positive_pairs"), py::arg("cost_bucketed_positive_pairs") = 0.0,
   "The per-row cost model of csrc/rank_sort_bucketed_math.h: whether a row with n positives "
   "and nn unpruned negatives goes to the bucketed algorithm under `auto`.");
 
@@ -134,10 +144,12 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("max_split", &rspose::CudaTuning::max_split);
 
   m.def("cuda_workspace_bytes", [](int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
-                                   const rspose::CudaTuning& tuning) {
-    return rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad, tuning);
+                                   const rspose::CudaTuning& tuning, int algorithm) {
+    return rspose::cuda_workspace_bytes(M, L, dtype, exact, need_grad, algorithm, tuning);
   }, py::arg("M"), py::arg("L"), py::arg("dtype"), py::arg("exact"), py::arg("need_grad"),
-  py::arg("tuning"), "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned).");
+  py::arg("tuning"), py::arg("algorithm") = 0,
+  "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned); the bucketed "
+  "rows' part only when algorithm is not PAIRWISE.");
 
   m.def("cuda_plan", [](int64_t M, int64_t L, int dtype, bool exact,
                         const rspose::CudaTuning& tuning) {
@@ -150,10 +162,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
         py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
         py::arg("grad"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
-        py::arg("device"), py::arg("tuning"),
+        py::arg("device"), py::arg("tuning"), py::arg("algorithm") = 0,
+        py::arg("cost_per_negative") = 0.0, py::arg("cost_per_positive") = 0.0,
+        py::arg("cost_positive_pairs") = 1.0, py::arg("cost_bucketed_positive_pairs") = 1.0,
         "Rank & Sort rows on a CUDA device, asynchronously on `stream`. scores in any of the "
         "four dtypes; labels, rank, sort float64 for float64 scores and float32 otherwise; "
-        "grad in the scores' dtype.");
+        "grad in the accumulation dtype. algorithm: PAIRWISE, BUCKETED or AUTO (per row, on "
+        "the device, by the cost model with these constants).");
 #else
   m.def("rank_sort_cuda", [](py::args, py::kwargs) {
     throw std::runtime_error("rank_sort_cuda: rspose_kernels._C was built without CUDA "

@@ -1,8 +1,9 @@
 // The arithmetic of the bucketed algorithm (docs/MATH.md, "The bucketed algorithm"; SPEC
 // §5b), written once for the CPU kernel (csrc/cpu/rank_sort_bucketed_cpu.h) and the CUDA
-// kernel of a later issue. Small inline functions over raw arrays: breakpoints and the bucket
-// search, band (ramp) masses, a Fenwick tree, and the per-row cost model. Everything is
-// accumulated in double: a band sum is a difference of two prefix sums over a whole row.
+// kernels (csrc/cuda/rank_sort_bucketed_kernels.cuh). Small inline functions over raw arrays:
+// breakpoints and the bucket search, band (ramp) masses, a Fenwick tree, the fixed point of
+// the GPU's histograms, and the per-row cost model. Everything is accumulated in double (or
+// in that fixed point): a band sum is a difference of two prefix sums over a whole row.
 #pragma once
 
 #include <cmath>
@@ -108,13 +109,16 @@ RS_HD void fenwick_prefix(const double* tree, int32_t pos, double (&out)[K]) {
 // Per-row cost model (docs/MATH.md, "Choosing per row"), in units of one positive-negative
 // pair evaluation of the pairwise kernel: pairwise work is n·(ñ + positive_pairs·n) (a
 // positive-positive pair reduces five sums, a positive-negative one only F); bucketed work is
-// ~log2(2n) steps per element (bucket search, histogram, Fenwick sweeps over the positives).
+// ~log2(2n) steps per element (bucket search, histogram, Fenwick sweeps over the positives)
+// plus, where the bucketed path keeps the positive-positive terms pairwise (the CUDA kernels,
+// csrc/cuda/rank_sort_bucketed_kernels.cuh), bucketed_positive_pairs·n².
 // The constants are calibrated per backend by bench/run.py --calibrate and live in
 // rspose_kernels/backends/cost_model.py, which passes them here.
 struct CostModel {
   double per_negative;    // one negative's bucketed work, per log2(2n) step
   double per_positive;    // one positive's bucketed work, per log2(2n) step
   double positive_pairs;  // a positive-positive pair of the pairwise kernel
+  double bucketed_positive_pairs = 0.0;  // ... of the bucketed path (0: none, the CPU's)
 };
 
 RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
@@ -122,8 +126,36 @@ RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
   const double nd = static_cast<double>(n), nnd = static_cast<double>(nn);
   const double steps = ::log2(2.0 * nd);
   const double pairwise = nd * (nnd + c.positive_pairs * nd);
-  const double bucketed = steps * (c.per_negative * nnd + c.per_positive * nd);
+  const double bucketed = steps * (c.per_negative * nnd + c.per_positive * nd) +
+                          c.bucketed_positive_pairs * nd * nd;
   return pairwise > bucketed;
+}
+
+// Fixed point for sums that must not depend on the order of their terms (the GPU's
+// histograms are filled by integer atomics, SPEC §5: no floating-point atomics). A row's
+// values v with |v| ≤ vmax, at most `count` of them, are stored as round(v / unit) in int64:
+// unit is the power of two with count·vmax/unit < 2^62, so no sum of them overflows, and
+// each value is off by at most unit/2 ≈ count·vmax·2^-63 (1e-13 relative at 49k pixels).
+// Powers of two keep v/unit and k·unit exact; the exponent is clamped so that unit and
+// 1/unit both stay normal doubles.
+struct FixedPoint {
+  double unit, inv_unit;
+};
+
+RS_HD FixedPoint fixed_point_for(double vmax, int64_t count) {
+  const double bound = vmax * static_cast<double>(count > 1 ? count : 1);
+  int ex = 0;
+  if (bound > 0.0) ::frexp(bound, &ex);  // bound < 2^ex
+  ex = ex < -960 ? -960 : ex;
+  return FixedPoint{::ldexp(1.0, ex - 62), ::ldexp(1.0, 62 - ex)};
+}
+
+RS_HD int64_t to_fixed(double v, const FixedPoint& f) {
+  return static_cast<int64_t>(::llrint(v * f.inv_unit));
+}
+
+RS_HD double from_fixed(int64_t k, const FixedPoint& f) {
+  return static_cast<double>(k) * f.unit;
 }
 
 // How a backend is asked to choose (the `algorithm` argument, as the C ABI passes it).

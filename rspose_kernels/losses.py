@@ -68,7 +68,7 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
     lead = scores.shape[:-1]
     if weight is not None:
         checks.row_weight("weight", weight, lead, scores)
-    name = resolve_backend(backend, scores.device)
+    name = resolve_backend(backend, scores.device, algorithm)
     algorithm = resolve_algorithm(algorithm, name)
     checks.labels_in_unit_range("labels", labels)
 

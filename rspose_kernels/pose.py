@@ -98,7 +98,7 @@ def _max_with_index(scores: Tensor):
 def _check_backend_and_algorithm(backend, algorithm, ref: Tensor) -> None:
     """Both names, and the algorithm against the backend that will run, before any work (and
     before the collectives of a process group)."""
-    resolve_algorithm(algorithm, resolve_backend(backend, ref.device))
+    resolve_algorithm(algorithm, resolve_backend(backend, ref.device, algorithm))
 
 
 def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tensor,

@@ -279,7 +279,7 @@ def test_available_algorithms_and_errors():
     assert rk.available_algorithms("cpu") == ["pairwise", "bucketed"]
     assert rk.available_algorithms("torch") == ["pairwise", "bucketed"]
     assert rk.available_algorithms("auto", "cpu") == ["pairwise", "bucketed"]
-    assert rk.available_algorithms("cuda") == ["pairwise"]       # known without a GPU
+    assert rk.available_algorithms("cuda") == ["pairwise", "bucketed"]   # known without a GPU
     with pytest.raises(ValueError, match="backend: expected one of"):
         rk.available_algorithms("tpu")
     scores, labels = random_rows(2, 9, seed=15)
@@ -314,10 +314,11 @@ def test_opcheck_with_algorithm(backend):
 
 # --- the cost model ---------------------------------------------------------------------------
 
-def test_cost_model_is_the_same_in_cpp_and_python():
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_cost_model_is_the_same_in_cpp_and_python(backend):
     from rspose_kernels import _C
-    cost = cost_model.COSTS["cpu"]
-    grid_n = [0, 1, 2, 3, 17, 64, 169, 1000, 1900, 5000]
+    cost = cost_model.COSTS[backend]
+    grid_n = [0, 1, 2, 3, 17, 37, 64, 169, 1000, 1900, 5000]
     grid_nn = [0, 1, 10, 300, 3072, 12288, 49152]
     n = torch.tensor([a for a in grid_n for _ in grid_nn])
     nn = torch.tensor([b for _ in grid_n for b in grid_nn])
@@ -326,6 +327,45 @@ def test_cost_model_is_the_same_in_cpp_and_python():
     assert py == cpp
     assert any(py) and not all(py)
     assert not _C.prefers_bucketed(1, 10 ** 6, *cost)     # one positive: nothing to gain
+
+
+def test_cuda_cost_model_sends_init_rows_bucketed_and_trained_rows_pairwise():
+    # What the CUDA defaults do at the SPEC shapes (unmeasured constants, cost_model.py): the
+    # init regime's rows (ñ ≫ n) bucketed, a trained row (ñ ≈ 0, all n² positive pairs left
+    # in both paths) pairwise. n, ñ of the SPEC rows: 13×13 / 25×25 / 49×49 Gaussian windows.
+    cost = cost_model.COSTS["cuda"]
+    n = torch.tensor([169, 625, 2401, 37, 169, 2401])
+    nn = torch.tensor([3072 - 169, 12288 - 625, 49152 - 2401, 384 - 37, 0, 3])
+    assert cost_model.prefers_bucketed(n, nn, cost).tolist() == [True] * 4 + [False] * 2
+
+
+def test_cuda_cost_override(monkeypatch):
+    monkeypatch.delenv("RSPOSE_CUDA_BUCKET_COST", raising=False)
+    assert cost_model.cuda_costs() == cost_model.COSTS["cuda"]
+    monkeypatch.setenv("RSPOSE_CUDA_BUCKET_COST", "64")
+    assert cost_model.cuda_costs() == cost_model.COSTS["cuda"]._replace(per_negative=64.0)
+    for bad in ("0", "-1", "inf", "nan", "fast"):
+        monkeypatch.setenv("RSPOSE_CUDA_BUCKET_COST", bad)
+        with pytest.raises(ValueError, match="RSPOSE_CUDA_BUCKET_COST: expected a positive"):
+            cost_model.cuda_costs()
+
+
+def test_auto_backend_prefers_one_with_the_bucketed_algorithm(monkeypatch):
+    # On CUDA tensors, calls that may take the bucketed algorithm go to `cuda` (Triton's
+    # kernels are pairwise only); pairwise calls keep AUTO_ORDER. Checked with the device's
+    # backend list stood in (no GPU here).
+    from rspose_kernels import dispatch
+    monkeypatch.setattr(dispatch, "available_backends",
+                        lambda device="cpu": ["torch", "cuda", "triton"])
+    assert dispatch.AUTO_ORDER["cuda"][0] == "triton"
+    assert dispatch.resolve_backend("auto", "cuda", "pairwise") == "triton"
+    assert dispatch.resolve_backend("auto", "cuda", "auto") == "cuda"
+    assert dispatch.resolve_backend("auto", "cuda", "bucketed") == "cuda"
+    assert dispatch.resolve_backend("triton", "cuda", "auto") == "triton"   # asked by name
+    assert rk.available_algorithms("auto", "cuda") == ["pairwise", "bucketed"]
+    monkeypatch.setattr(dispatch, "available_backends",
+                        lambda device="cpu": ["torch", "triton"])
+    assert dispatch.resolve_backend("auto", "cuda", "auto") == "triton"   # not the reference
 
 
 def test_auto_follows_the_cost_model(monkeypatch):

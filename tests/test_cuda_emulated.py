@@ -14,7 +14,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EMU = ROOT / "tests" / "cuda_emu"
 SUMMARY = re.compile(r"^emulated (\d+) cases, (\d+) CTAs, (\d+) values compared, (\d+) split "
-                     r"launches: (\d+) mismatches$", re.M)
+                     r"launches, (\d+) bucketed rows: (\d+) mismatches$", re.M)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -28,15 +28,23 @@ def test_cuda_kernels_emulated_match_cpu(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-6000:]
 
-    # A kernel that never finishes would hang here, hence the timeout (the run takes ~20 s).
+    # A kernel that never finishes would hang here, hence the timeout (the run takes ~55 s).
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     m = SUMMARY.search(run.stdout)
     assert m, out[-6000:]
-    cases, ctas, values, splits, mismatches = map(int, m.groups())
+    cases, ctas, values, splits, bucketed, mismatches = map(int, m.groups())
     assert mismatches == 0, out[-6000:]
     # Not vacuous: every case ran, on many CTAs, compared every output, and the split pass B
     # (rows' positives over several warps, then the finish kernel) ran in several cases.
-    assert cases >= 25 and ctas >= 500 and values >= 30000 and splits >= 5, m.group(0)
+    assert cases >= 60 and ctas >= 2000 and values >= 100000 and splits >= 5, m.group(0)
     assert len(re.findall(r": ok$", run.stdout, re.M)) == cases, out[-6000:]
+    # The bucketed kernels (csrc/cuda/rank_sort_bucketed_kernels.cuh) ran: forced in every
+    # case, chosen per row by the device under auto, in every mode and dtype.
+    assert bucketed >= 500, m.group(0)
+    for what in ("identity bucketed", "exact bucketed", "identity auto", "exact auto"):
+        assert re.search(rf"{what} \([1-9]\d* bucketed\).*: ok$", run.stdout, re.M), what
+    for dt in ("f32", "f64", "f16", "bf16"):
+        assert re.search(rf"^\S.* {dt} .* bucketed \([1-9]\d* bucketed\).*: ok$", run.stdout,
+                         re.M), dt

@@ -66,3 +66,28 @@ def test_tuning_from_environment(monkeypatch):
     monkeypatch.setenv("RSPOSE_CUDA_WARP_ITEMS_PER_SM", "many")
     with pytest.raises(ValueError, match="RSPOSE_CUDA_WARP_ITEMS_PER_SM"):
         native.cuda_tuning(0)
+
+
+@pytest.mark.parametrize("m,length,dtype", [(1088, 3072, "FLOAT32"), (68, 49152, "FLOAT32"),
+                                            (68, 49152, "FLOAT64"), (3, 37, "FLOAT16")])
+def test_bucketed_workspace_only_when_asked_and_linear(m, length, dtype):
+    # The bucketed rows' arrays (rank_sort_bucketed_kernels.cuh's BucketWs) exist only for
+    # calls that may take the bucketed algorithm, and stay O(M·L): per row np ≤ max(64, L/8)
+    # positives (sorted order, two buckets, F, F' in exact mode, two prefix sums), 2·np + 2
+    # histogram entries (key, lo count, count, fixed-point sum, α, β: 40 B) and 4 B per
+    # element for the negatives' buckets.
+    code = getattr(_C, dtype)
+    for exact in (False, True):
+        pairwise = _C.cuda_workspace_bytes(m, length, code, exact, True, tuning())
+        assert _C.cuda_workspace_bytes(m, length, code, exact, True, tuning(),
+                                       _C.PAIRWISE) == pairwise
+        extra = [_C.cuda_workspace_bytes(m, length, code, exact, True, tuning(), a) - pairwise
+                 for a in (_C.BUCKETED, _C.AUTO)]
+        assert extra[0] == extra[1] > 0
+        np_ = min(length, 4096 if dtype != "FLOAT64" else 2048, max(64, -(-length // 8)))
+        acc = 8 if dtype == "FLOAT64" else 4
+        per_row = (np_ * (12 + (2 if exact else 1) * acc) + 16 * (np_ + 1)
+                   + (2 * np_ + 2) * 40 + 4 * length + 28)
+        assert per_row * m <= extra[0] <= per_row * m + 17 * 256
+        if m * length > 10 ** 6:   # the SPEC shapes: less than the pairwise workspace again
+            assert extra[0] < pairwise

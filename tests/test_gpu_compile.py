@@ -92,6 +92,11 @@ def test_cuda_kernels_fit_sm80_and_sm90(report):
         want.add(f"rows_kernel<{acc}>")
         for mode in ("smooth", "hard", "exact"):
             want |= {f"{k}_kernel<{acc}, {mode}>" for k in ("pass_a", "pass_b", "finish")}
+        # The bucketed rows' kernels (rank_sort_bucketed_kernels.cuh): per accumulation type,
+        # and per grad mode where the arithmetic differs.
+        want |= {f"bucket_{k}_kernel<{acc}>" for k in ("sort", "search", "grad")}
+        want |= {f"bucket_{k}_kernel<{acc}, {e}>" for k in ("scan", "coef")
+                 for e in ("false", "true")}
     assert names == want
     assert {k["arch"] for k in kernels} == set(gr.TARGETS)
     assert len(kernels) == len(names) * len(gr.TARGETS)

@@ -1,11 +1,14 @@
 // CUDA kernels of the Rank & Sort core (SPEC §5, docs/MATH.md), per-pair math from
-// csrc/rank_sort_math.h. Six launches on the caller's stream, sized from M, L and the SM
-// count only (the sequence is in rank_sort_launch.cuh, shared with the host emulation of
-// tests/cuda_emu):
+// csrc/rank_sort_math.h. Six launches on the caller's stream (eleven when the call may take
+// the bucketed algorithm), sized from M, L and the SM count only (the sequence is in
+// rank_sort_launch.cuh, shared with the host emulation of tests/cuda_emu):
 //
 //   compact   one CTA per row: the positive count and lowest score, then ballot/popc scans
 //             that compact the row: positives (score, label, index) in slots [0, n), the
 //             negatives pruning cannot skip in [n, n + k); pruned elements get gradient 0.
+//             It also chooses the row's algorithm, pairwise or bucketed, from its counts.
+//   bucket_*  (bucketed rows; rank_sort_bucketed_kernels.cuh) sort, search, scan: each
+//             positive's F_i from a histogram of the negatives over its breakpoints.
 //   plan      one CTA: per-row item counts prefix-summed on the device (pass A: blocks of
 //             positives; pass B: warp chunks), so no host sync sizes anything.
 //   pass A    a fixed grid looping over the items (row, block of BP positives): warps own
@@ -17,8 +20,10 @@
 //             8 slots per lane, the positives broadcast by shuffles, one sequential sum per
 //             slot; rows with few items split their positives over several warps.
 //   finish    (split rows only) the splits' partial sums added in split order.
+//   bucket_*  (bucketed rows) coef, grad: each negative's gradient α[q] + β[q]·s.
 //
-// No floating-point atomics anywhere and every sum has a fixed order: same input, same bits.
+// No floating-point atomics anywhere and every sum has a fixed order (or is an integer sum):
+// same input, same bits.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -60,10 +65,11 @@ CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning
 }
 
 std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
-                                 const CudaTuning& tuning) {
+                                 int algorithm, const CudaTuning& tuning) {
   if (M <= 0) return 0;
   const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
-  return make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split).total;
+  return make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split,
+                     algorithm != kPairwise).total;
 }
 
 int cuda_device_count() {
@@ -79,10 +85,11 @@ std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, in
                            int dtype, double delta, double pos_thr, bool exact, bool need_grad,
                            void* rank, void* sort, int32_t* npos, void* grad, void* workspace,
                            std::size_t workspace_bytes, void* stream, int device,
-                           const CudaTuning& tuning) {
+                           const CudaTuning& tuning, int algorithm, CostModel cost) {
   if (M <= 0) return std::string();
   const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
-  const Layout lay = make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split);
+  const Layout lay = make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split,
+                                 algorithm != kPairwise);
   if (workspace_bytes < lay.total) return "workspace too small";
   // Launch on the tensors' device; put the caller's current device back afterwards.
   int prev = -1;
@@ -92,7 +99,7 @@ std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, in
   const std::string err =
       launch_all(StreamLaunch{static_cast<cudaStream_t>(stream)}, scores, labels, M, L, dtype,
                  delta, pos_thr, exact, need_grad, rank, sort, npos, grad,
-                 static_cast<char*>(workspace), lay, pl);
+                 static_cast<char*>(workspace), lay, pl, algorithm, cost);
   if (prev != device && prev >= 0) cudaSetDevice(prev);
   return err;
 }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../rank_sort_bucketed_math.h"  // CostModel, Algorithm (plain C++ here)
+
 namespace rspose {
 
 // Launch parameters of the CUDA kernels, chosen on the host from the device (never from the
@@ -36,10 +38,13 @@ CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning
 //   partials  [M, L/BP, 2]   acc    per-item Σ ℓR and Σ eS of pass A
 //   coef      [M, K+1, L]    acc    pass-B coefficients and self term per positive (need_grad)
 //   gpart     [S, M, L]      acc    pass-B partial sums when rows are split (S > 1)
+// and, unless algorithm is kPairwise, the bucketed rows' arrays (BucketWs in
+// rank_sort_bucketed_kernels.cuh): O(M·(np + nb) + M·L), np ≤ max(64, L/8) positives per
+// row and nb = 2·np + 2 histogram entries.
 // acc is float64 for float64 scores and float32 otherwise. O(M·L) in all cases (S > 1 only
 // when M·L is small).
 std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
-                                 const CudaTuning& tuning);
+                                 int algorithm, const CudaTuning& tuning);
 
 // Devices the compiled runtime can use; 0 when there are none or the driver is too old.
 int cuda_device_count();
@@ -49,11 +54,12 @@ int cuda_device_count();
 // scores [M, L] of `dtype`; labels [M, L] acc; rank, sort [M] acc; npos [M] int32;
 // grad [M, L] acc (unused unless need_grad): scaled and cast to `dtype` by the caller, so
 // half-precision gradients are rounded once, after the upstream scale. All contiguous, all
-// on `device`.
+// on `device`. algorithm (rspose::Algorithm): every row pairwise, every row that can be
+// bucketed, or per row by `cost`, chosen on the device (compact_kernel).
 std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, int64_t L,
                            int dtype, double delta, double pos_thr, bool exact, bool need_grad,
                            void* rank, void* sort, int32_t* npos, void* grad, void* workspace,
                            std::size_t workspace_bytes, void* stream, int device,
-                           const CudaTuning& tuning);
+                           const CudaTuning& tuning, int algorithm, CostModel cost);
 
 }  // namespace rspose

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../dtypes.h"
+#include "../rank_sort_bucketed_math.h"
 #include "../rank_sort_math.h"
 
 namespace rspose {
@@ -94,17 +95,44 @@ struct Plan {
   int64_t ctas_b;   // pass-B CTAs, kWarps warp items each at a time
   int split;        // pass B: positives of a row split over this many warp items (1: none)
   int chunk;        // pass B: slots per warp item (32 × ept_for)
+  int64_t ctas;     // the persistent grids' cap (SMs × CTAs per SM): per-row bucketed kernels
 };
 
 // Workspace carving, identical on host and device sides.
 struct Layout {
-  size_t nkeep, key, plab, idx, a_off, b_off, partials, coef, gpart, total;
+  size_t nkeep, key, plab, idx, a_off, b_off, partials, coef, gpart;
+  // The bucketed rows' segments (BucketWs in rank_sort_bucketed_kernels.cuh); all empty
+  // when the call cannot take the bucketed algorithm (algorithm "pairwise").
+  bool buckets;
+  int64_t np, nb;  // per row: positives a bucketed row may have, histogram entries
+  size_t bsel, boff, bfix, sorder, ql, qh, bkey, lob, hcnt, hsum, qneg, fb, fbd, pre, alpha,
+      beta;
+  size_t total;
 };
 
 __host__ __device__ inline size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
+// Capacity of a bucketed row (rank_sort_bucketed_kernels.cuh), for its workspace.
+// Positives one CTA sorts in shared memory: (score, slot) pairs, 32 KB for a 4-byte
+// accumulation type, 24 KB for float64 (under sm_80's 48 KB of static shared memory).
+template <typename A>
+__host__ __device__ constexpr int sort_max() { return sizeof(A) == 4 ? 4096 : 2048; }
+
+// The most positives a bucketed row may have at length L (bounds its workspace): at most
+// L/8 (at least 64) of the row. The SPEC shapes have n ≤ L/20 (13×13 .. 49×49 Gaussian
+// windows; SimCC 37 bins of 384); a row with more positives gains less, as its n² positive
+// pairs dominate both paths.
+__host__ __device__ inline int64_t np_cap(int64_t L, int64_t acc_bytes) {
+  const int64_t by_len = (L + 7) / 8 > 64 ? (L + 7) / 8 : 64;
+  const int64_t smax = acc_bytes == 4 ? sort_max<float>() : sort_max<double>();
+  int64_t c = L < smax ? L : smax;
+  return c < by_len ? c : by_len;
+}
+// Histogram entries per row: 2n keys give 2n + 1 buckets, plus one zero past the end.
+__host__ __device__ inline int64_t nb_cap(int64_t np) { return 2 * np + 2; }
+
 inline Layout make_layout(int64_t M, int64_t L, size_t acc_bytes, bool exact, bool need_grad,
-                          int split) {
+                          int split, bool buckets) {
   const size_t m = static_cast<size_t>(M), l = static_cast<size_t>(L);
   const size_t nba = (l + bp_for(exact) - 1) / bp_for(exact);
   const size_t planes = (exact ? ModeTraits<kExact>::k : ModeTraits<kSmooth>::k) + 1;
@@ -121,6 +149,29 @@ inline Layout make_layout(int64_t M, int64_t L, size_t acc_bytes, bool exact, bo
   w.gpart = off;
   const size_t splits = need_grad && split > 1 ? static_cast<size_t>(split) : 0;
   off = align_up(off + splits * m * l * acc_bytes);
+  // Bucketed rows: O(M·(np + nb) + M·L) with np ≤ L/8 (at least 64), nb = 2·np + 2.
+  w.buckets = buckets && l > 0;
+  w.np = w.buckets ? np_cap(L, static_cast<int64_t>(acc_bytes)) : 0;
+  w.nb = w.buckets ? nb_cap(w.np) : 0;
+  const size_t np = static_cast<size_t>(w.np), nb = static_cast<size_t>(w.nb);
+  const size_t rows = w.buckets ? m : 0;
+  w.bsel = off;     off = align_up(off + rows * sizeof(int32_t));
+  w.boff = off;     off = align_up(off + rows * sizeof(double));
+  w.bfix = off;     off = align_up(off + rows * 2 * sizeof(double));
+  w.sorder = off;   off = align_up(off + m * np * sizeof(int32_t));
+  w.ql = off;       off = align_up(off + m * np * sizeof(int32_t));
+  w.qh = off;       off = align_up(off + m * np * sizeof(int32_t));
+  w.bkey = off;     off = align_up(off + m * nb * sizeof(double));
+  w.lob = off;      off = align_up(off + m * nb * sizeof(int32_t));
+  w.hcnt = off;     off = align_up(off + m * nb * sizeof(int32_t));
+  w.hsum = off;     off = align_up(off + m * nb * sizeof(unsigned long long));
+  w.qneg = off;     off = align_up(off + rows * l * sizeof(int32_t));
+  w.fb = off;       off = align_up(off + m * np * acc_bytes);
+  w.fbd = off;      off = align_up(off + (exact ? m * np * acc_bytes : 0));
+  const size_t grad_rows = need_grad ? m : 0;
+  w.pre = off;      off = align_up(off + grad_rows * (w.buckets ? 2 * (np + 1) : 0) * sizeof(double));
+  w.alpha = off;    off = align_up(off + grad_rows * nb * sizeof(double));
+  w.beta = off;     off = align_up(off + grad_rows * nb * sizeof(double));
   w.total = off;
   return w;
 }
@@ -149,21 +200,48 @@ __device__ __forceinline__ T block_sum(T v, T* scratch) {
   return r;
 }
 
+// Maximum over the CTA, every thread gets it (kThreads threads; `scratch` holds kWarps).
+template <typename T>
+__device__ __forceinline__ T block_max(T v, T* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const T u = __shfl_xor_sync(kFull, v, o);
+    v = u > v ? u : v;
+  }
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  T r = scratch[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) r = scratch[w] > r ? scratch[w] : r;
+  __syncthreads();  // scratch is reused by the caller
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------
 // compact: per row, the positives (slots [0, n), index order: score, label, index) and the
 // negatives pruning cannot skip (slots [n, n + k): score, index), as the Triton backend's
 // compaction. A pruned negative (s < min positive score − δ, MATH.md) gets its gradient, 0,
 // here and is never read again; so does every element of a row without positives.
+//
+// It also chooses the row's algorithm (SPEC §5b), on the device from its counts: with
+// `bsel` (the bucketed workspace exists), a row goes bucketed when the caller forces it or
+// the cost model prefers it, provided its live scores are finite, δ resolves at their scale
+// (δ ≥ 2^-20·max|s|, as the CPU kernel) and its positives fit the sort (n ≤ max_pos). A
+// bucketed row gets bsel = its kept negatives and nkeep = 0, so the pairwise passes sweep
+// only its positives; other rows get bsel = −1.
 template <typename S, typename A>
 __global__ void __launch_bounds__(kThreads, 1)
 compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int64_t L, A tau,
                A delta, bool need_grad, int32_t* __restrict__ npos, int32_t* __restrict__ nkeep,
                A* __restrict__ key, A* __restrict__ plab, int32_t* __restrict__ idx,
-               A* __restrict__ grad) {
+               A* __restrict__ grad, int algorithm, CostModel cost, int64_t max_pos,
+               int32_t* __restrict__ bsel) {
   __shared__ int32_t warp_pos[kWarps];
   __shared__ int32_t warp_keep[kWarps];
   __shared__ A warp_min[kWarps];
   __shared__ int32_t count_scratch[kWarps];
+  __shared__ double span_scratch[kWarps];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   for (int64_t row = blockIdx.x; row < M; row += gridDim.x) {
     const S* sr = s + row * L;
@@ -188,6 +266,8 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
 
     // Sweep 2: ballot scans give each kept element its slot.
     int32_t base_p = 0, base_k = 0;  // the same values in every thread
+    double span = 0.0;   // max |s| over the live (positive or kept) elements seen
+    int nonfinite = 0;   // a live score is NaN or ±inf
     for (int64_t c0 = 0; c0 < L; c0 += kThreads) {
       const int64_t j = c0 + tid;
       const bool in = j < L;
@@ -211,6 +291,11 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
         total_k += ck;
       }
       const unsigned below = (1u << lane) - 1u;
+      if (pos || keep) {
+        const double a = fabs(static_cast<double>(sv));
+        nonfinite |= !(a < static_cast<double>(INFINITY));  // NaN compares false
+        span = a > span ? a : span;
+      }
       if (pos) {
         const int64_t slot = row * L + base_p + before_p + __popc(bp & below);
         key[slot] = sv;
@@ -227,9 +312,18 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
       base_k += total_k;
       __syncthreads();  // warp_pos / warp_keep are rewritten by the next chunk
     }
+    bool take = false;
+    if (bsel != nullptr) {  // uniform branch: bsel is a kernel argument
+      const bool bad = __syncthreads_or(nonfinite) != 0;
+      span = block_max(span, span_scratch);
+      const bool resolves = delta == A(0) || static_cast<double>(delta) >= span * 0x1p-20;
+      take = algorithm != kPairwise && n > 0 && n <= max_pos && !bad && resolves &&
+             (algorithm == kBucketed || prefers_bucketed(n, base_k, cost));
+    }
     if (tid == 0) {
       npos[row] = n;
-      nkeep[row] = base_k;
+      nkeep[row] = take ? 0 : base_k;
+      if (bsel != nullptr) bsel[row] = take ? base_k : -1;
     }
   }
 }
@@ -299,14 +393,16 @@ plan_kernel(int64_t M, int bp, int split, int chunk, const int32_t* __restrict__
 // tile whose elements all lie below the block's lowest positive − δ is skipped (the
 // compaction already dropped those below the row's lowest). Butterfly warp reductions then
 // give each positive its sums; the pass-B coefficients go to the workspace and each item's
-// Σ ℓR, Σ eS to its partial.
+// Σ ℓR, Σ eS to its partial. A bucketed row (bsel ≥ 0) has nkeep = 0: its F_i (and F'_i)
+// come from bucket_scan_kernel's `fb` (`fbd`) instead of the negative sweep.
 template <typename A, int MODE>
 __global__ void __launch_bounds__(kThreads, 1)
 pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
               const int32_t* __restrict__ npos, const int32_t* __restrict__ nkeep,
               const A* __restrict__ key, const A* __restrict__ plab,
               const int64_t* __restrict__ a_off, A* __restrict__ partials,
-              A* __restrict__ coef) {
+              A* __restrict__ coef, const int32_t* __restrict__ bsel,
+              const A* __restrict__ fb, const A* __restrict__ fbd, int64_t np) {
   using MT = ModeTraits<MODE>;
   constexpr int PPW = MT::ppw, BP = MT::bp, K = MT::k;
   __shared__ A tile_s[kTile];
@@ -399,11 +495,16 @@ pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
       if (MT::exact) dacc[q] = warp_sum(dacc[q]);
     }
     if (lane == 0) {
+      const bool bucketed = bsel != nullptr && bsel[row] >= 0;
 #pragma unroll
       for (int q = 0; q < PPW; ++q) {
         const int64_t k = k0 + q;
         A lr = A(0), es = A(0);
         if (k < n) {
+          if (bucketed) {
+            acc[q].F = fb[row * np + k];
+            if (MT::exact) dacc[q].F = fbd[row * np + k];
+          }
           A c[K + 1];
           if constexpr (MT::exact) {
             const ExactCoef<A> e = finish_exact(acc[q], dacc[q]);

@@ -6,7 +6,11 @@ n·ñ positive-negative and n² positive-positive pair evaluations, and the buck
 ~log2(2n) steps per element (bucket search, histogram and Fenwick updates). In units of a
 positive-negative pair:
 
-    bucketed  iff  n ≥ 2  and  n·(ñ + positive_pairs·n) > log2(2n)·(per_negative·ñ + per_positive·n)
+    bucketed  iff  n ≥ 2  and  n·(ñ + positive_pairs·n) >
+                               log2(2n)·(per_negative·ñ + per_positive·n) + bucketed_positive_pairs·n²
+
+(the last term for the CUDA kernels, whose bucketed path keeps the positive-positive terms on
+pass A/B's P×P tiles and replaces only the positive-negative ones; 0 for CPU and torch).
 
 The constants are per backend, fitted with bench/run.py (``--calibrate``); the C++ kernel
 evaluates the
@@ -22,6 +26,7 @@ a band sum (Σs − s_i·Σ1)/(2δ) rounds like |s|/δ, where pairwise evaluates
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -34,6 +39,7 @@ class CostModel(NamedTuple):
     per_negative: float     # one negative's bucketed work, per log2(2n) step
     per_positive: float     # one positive's bucketed work, per log2(2n) step
     positive_pairs: float   # a positive-positive pair of the pairwise code
+    bucketed_positive_pairs: float = 0.0   # ... that the bucketed path still evaluates
 
 
 # Fitted on the 2-core CPU machine by
@@ -47,7 +53,34 @@ COSTS = {
     # torch_ref on every heatmap shape, and 0.75–1.25× on simcc (n ≈ 37, L = 384/512; two
     # runs disagreed), which these constants leave to the pairwise reference.
     "torch": CostModel(per_negative=10.0, per_positive=10.0, positive_pairs=1.0),
+    # NOT MEASURED YET (no GPU has run the bucketed kernels): set from the kernels' shape. A
+    # negative costs one binary search over the 2n keys (log2(2n) dependent L1 loads), two
+    # integer atomics and one gather for its gradient, against ~3 instructions per pair in
+    # pass A/B's register tiles (docs/GPU_RESOURCES.md): ~4 pairs per search step. Per
+    # positive: the bitonic sort (log2 n stages) and its scans. The positive pairs are the
+    # same tiles in both paths. bench/cuda_sweep.py sweeps per_negative
+    # (RSPOSE_CUDA_BUCKET_COST) on a GPU; with these values the SPEC shapes' init rows (n ≥ 37)
+    # go bucketed and the trained ones (ñ ≈ 0) stay pairwise.
+    "cuda": CostModel(per_negative=4.0, per_positive=16.0, positive_pairs=1.0,
+                      bucketed_positive_pairs=1.0),
 }
+
+
+def cuda_costs() -> CostModel:
+    """The CUDA cost model, with per_negative from RSPOSE_CUDA_BUCKET_COST when set (the
+    per-row threshold bench/cuda_sweep.py sweeps). Read at each call, like native.py's other
+    RSPOSE_CUDA_* knobs."""
+    cost = COSTS["cuda"]
+    value = os.environ.get("RSPOSE_CUDA_BUCKET_COST")
+    if value is None:
+        return cost
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise ValueError(f"RSPOSE_CUDA_BUCKET_COST: expected a positive number, got {value!r}")
+    return cost._replace(per_negative=v)
 
 
 def prefers_bucketed(n: torch.Tensor, nn: torch.Tensor, cost: CostModel) -> torch.Tensor:
@@ -56,7 +89,8 @@ def prefers_bucketed(n: torch.Tensor, nn: torch.Tensor, cost: CostModel) -> torc
     nn = nn.to(torch.float64)
     steps = torch.log2(2 * n.clamp(min=1))
     pairwise = n * (nn + cost.positive_pairs * n)
-    bucketed = steps * (cost.per_negative * nn + cost.per_positive * n)
+    bucketed = (steps * (cost.per_negative * nn + cost.per_positive * n)
+                + cost.bucketed_positive_pairs * n * n)
     return (n >= 2) & (pairwise > bucketed)
 
 

@@ -30,8 +30,8 @@ _DTYPE_CODE = {
 }
 
 
-# The CPU kernel has both algorithms (csrc/cpu/rank_sort_cpu.cpp, rank_sort_bucketed_cpu.h);
-# the CUDA kernels are pairwise only.
+# Both kernels have both algorithms (csrc/cpu/rank_sort_bucketed_cpu.h,
+# csrc/cuda/rank_sort_bucketed_kernels.cuh) and choose per row under "auto".
 _ALGORITHM_CODE = {"pairwise": _C.PAIRWISE, "bucketed": _C.BUCKETED, "auto": _C.AUTO}
 
 
@@ -52,9 +52,7 @@ def _cuda_usable() -> bool:
 
 def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise"):
     if scores.device.type == "cuda":
-        if algorithm != "pairwise":
-            raise ValueError(f"algorithm: the cuda backend has only 'pairwise', got {algorithm!r}")
-        return _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad)
+        return _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad, algorithm)
     return _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm)
 
 
@@ -72,11 +70,11 @@ def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
                      float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                      sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
                      torch.get_num_threads(), _ALGORITHM_CODE[algorithm],
-                     *cost_model.COSTS["cpu"])
+                     *cost_model.COSTS["cpu"][:3])
     return rank, sort, npos, grad
 
 
-def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad):
+def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise"):
     acc = accumulation_dtype(scores.dtype)
     s = scores.contiguous()
     y = labels.to(acc).contiguous()
@@ -88,14 +86,16 @@ def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad):
     grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=dev)
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     tuning = cuda_tuning(index)
+    code = _ALGORITHM_CODE[algorithm]
     nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad),
-                                     tuning)
+                                     tuning, code)
     work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
     stream = torch.cuda.current_stream(dev).cuda_stream
     _C.rank_sort_cuda(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[s.dtype], float(delta),
                       float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                       sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
-                      work.data_ptr(), nbytes, stream, index, tuning)
+                      work.data_ptr(), nbytes, stream, index, tuning, code,
+                      *cost_model.cuda_costs())
     return rank, sort, npos, grad
 
 

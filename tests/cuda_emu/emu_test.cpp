@@ -86,6 +86,15 @@ const char* dtype_name(int d) {
 
 long g_values = 0;
 int g_split_launches = 0;
+long g_bucketed_rows = 0;
+
+// The cost model of auto cases: the CUDA defaults' shape (rspose_kernels/backends/
+// cost_model.py), scaled so that the test sizes give a mix of both algorithms.
+const CostModel kCost{0.5, 2.0, 1.0, 1.0};
+
+const char* alg_name(int a) {
+  return a == kPairwise ? "pairwise" : a == kBucketed ? "bucketed" : "auto";
+}
 
 struct Compare {
   double abs_tol, rel_tol;
@@ -99,7 +108,7 @@ struct Compare {
 };
 
 template <typename S, typename A>
-int run_case(const Case& c, int seed) {
+int run_case(const Case& c, int seed, int alg) {
   const int64_t M = c.M, L = c.L;
   const size_t ML = static_cast<size_t>(M * L);
   std::mt19937 rng(seed);
@@ -133,7 +142,8 @@ int run_case(const Case& c, int seed) {
   }
 
   const Plan plan = make_plan(M, L, c.exact, acc_bytes(c.dtype), c.tuning);
-  const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad, plan.split);
+  const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad, plan.split,
+                                 alg != kPairwise);
   Guarded<char> ws(lay.total, static_cast<char>(0xff));  // garbage: unwritten reads give NaN
   Guarded<A> rank(M, A(NAN)), sort(M, A(NAN));
   Guarded<int32_t> npos(M, -7);
@@ -142,12 +152,19 @@ int run_case(const Case& c, int seed) {
       launch_all(EmuLaunch{c.gx_cap, kNoCap, &g_split_launches}, s.data(), y.data(), M, L,
                  c.dtype, c.delta, c.pos_thr, c.exact, c.need_grad, rank.data(), sort.data(),
                  npos.data(), c.need_grad ? static_cast<void*>(grad.data()) : nullptr, ws.data(),
-                 lay, plan);
+                 lay, plan, alg, kCost);
+  // Rows the device chose to compute bucketed (non-vacuity: the test asserts there are many).
+  int64_t nbuck = 0;
+  if (lay.buckets && err.empty())
+    for (int64_t r = 0; r < M; ++r)
+      nbuck += reinterpret_cast<const int32_t*>(ws.data() + lay.bsel)[r] >= 0;
+  g_bucketed_rows += nbuck;
 
   std::vector<A> rank2(M), sort2(M), grad2(ML);
   std::vector<int32_t> npos2(M);
   rank_sort_cpu(s_ref.data(), y.data(), M, L, c.dtype == kFloat64, c.delta, c.pos_thr, c.exact,
-                c.need_grad, rank2.data(), sort2.data(), npos2.data(), grad2.data(), 1);
+                c.need_grad, rank2.data(), sort2.data(), npos2.data(), grad2.data(), 1, alg,
+                kCost.per_negative, kCost.per_positive, kCost.positive_pairs);
 
   const bool f64 = c.dtype == kFloat64;
   Compare acc{f64 ? 1e-12 : 1e-6, f64 ? 1e-9 : 1e-4};
@@ -177,21 +194,22 @@ int run_case(const Case& c, int seed) {
     ++bad;
   }
   bad += acc.bad;
-  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64 " delta=%-4g tau=%-3g %s%s sms=%d "
-              "ctas A/B=%" PRId64 "/%" PRId64 " split=%d grid<=%u: %s\n",
+  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64 " delta=%-4g tau=%-3g %s%s %s "
+              "(%" PRId64 " bucketed) sms=%d ctas A/B=%" PRId64 "/%" PRId64
+              " split=%d grid<=%u: %s\n",
               c.what, dtype_name(c.dtype), M, L, c.delta, c.pos_thr,
-              c.exact ? "exact" : "identity", c.need_grad ? "" : " no-grad", c.tuning.sms,
-              plan.ctas_a, plan.ctas_b, plan.split, c.gx_cap == kNoCap ? 0u : c.gx_cap,
-              bad ? "FAIL" : "ok");
+              c.exact ? "exact" : "identity", c.need_grad ? "" : " no-grad", alg_name(alg), nbuck,
+              c.tuning.sms, plan.ctas_a, plan.ctas_b, plan.split,
+              c.gx_cap == kNoCap ? 0u : c.gx_cap, bad ? "FAIL" : "ok");
   return bad;
 }
 
-int run(const Case& c, int seed) {
+int run(const Case& c, int seed, int alg) {
   switch (c.dtype) {
-    case kFloat32: return run_case<float, float>(c, seed);
-    case kFloat64: return run_case<double, double>(c, seed);
-    case kFloat16: return run_case<__half, float>(c, seed);
-    default: return run_case<__nv_bfloat16, float>(c, seed);
+    case kFloat32: return run_case<float, float>(c, seed, alg);
+    case kFloat64: return run_case<double, double>(c, seed, alg);
+    case kFloat16: return run_case<__half, float>(c, seed, alg);
+    default: return run_case<__nv_bfloat16, float>(c, seed, alg);
   }
 }
 
@@ -238,9 +256,21 @@ int main() {
       {"bf16 hard ties",       kBFloat16,4,   300,  0.0,   false, true,  0,   0.3,  true,  false, false, N, small},
       {"bf16 exact",           kBFloat16,3,   600,  0.25,  true,  true,  0,   0.3,  false, false, false, N, split},
   };
-  int bad = 0, n = 0;
-  for (const Case& c : cases) bad += run(c, ++n) != 0;
-  std::printf("emulated %d cases, %ld CTAs, %ld values compared, %d split launches: %d "
-              "mismatches\n", n, g_ctas, g_values, g_split_launches, bad);
+  // Every case runs pairwise and with the bucketed algorithm forced (rows that cannot take it
+  // — a NaN, n past the sort's capacity — stay pairwise, as on the GPU), each against the CPU
+  // kernel with the same algorithm; every third case also under auto (a mix of rows).
+  int bad = 0, n = 0, seed = 0;
+  for (const Case& c : cases) {
+    ++seed;
+    for (int alg : {static_cast<int>(kPairwise), static_cast<int>(kBucketed),
+                    static_cast<int>(kAuto)}) {
+      if (alg == kAuto && seed % 3 != 0) continue;
+      bad += run(c, seed, alg) != 0;
+      ++n;
+    }
+  }
+  std::printf("emulated %d cases, %ld CTAs, %ld values compared, %d split launches, %ld "
+              "bucketed rows: %d mismatches\n", n, g_ctas, g_values, g_split_launches,
+              g_bucketed_rows, bad);
   return bad != 0;
 }

@@ -246,6 +246,19 @@ inline unsigned __ballot_sync(unsigned mask, int p) {
 
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
+// Integer atomics: one thread runs at a time, so a plain read-modify-write is atomic here
+// (which is all a GPU promises: the sums are exact whatever the order).
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p = old + v;
+  return old;
+}
+
 namespace emu {
 // What cudaGetLastError would report for this configuration, or "". Only one-dimensional
 // blocks of whole warps are modelled.
