@@ -78,6 +78,7 @@ struct Case {
   bool ties, trained, nan;
   unsigned gx_cap;
   CudaTuning tuning;  // the SM count and knobs the launch shape is planned for
+  bool buckets_only = false;  // a case for the bucketed rows: not run pairwise
 };
 
 const char* dtype_name(int d) {
@@ -255,16 +256,28 @@ int main() {
       {"f16 exact strided",    kFloat16, 4,   300,  0.5,   true,  true,  0,   0.4,  false, false, false, 2, split},
       {"bf16 hard ties",       kBFloat16,4,   300,  0.0,   false, true,  0,   0.3,  true,  false, false, N, small},
       {"bf16 exact",           kBFloat16,3,   600,  0.25,  true,  true,  0,   0.3,  false, false, false, N, split},
+      // Rows within the bucketed sort's capacity (n ≤ max(64, L/8)) at the lengths above, so
+      // the bucketed kernels take most rows in every mode and dtype.
+      {"b: exact",             kFloat64, 5,   300,  0.5,   true,  true,  0,   0.15, false, false, false, N, h100, true},
+      {"b: exact ties",        kFloat32, 5,   300,  0.25,  true,  true,  0,   0.15, true,  false, false, 2, small, true},
+      {"b: hard ties",         kFloat64, 5,   300,  0.0,   false, true,  0,   0.15, true,  false, false, N, split, true},
+      {"b: soft negatives",    kFloat32, 5,   300,  0.5,   false, true,  0.3, 0.15, false, false, false, N, small, true},
+      {"b: long rows",         kFloat32, 3,   1100, 1.0,   true,  true,  0,   0.1,  true,  false, false, 1, small, true},
+      {"b: f16",               kFloat16, 5,   300,  0.5,   false, true,  0,   0.15, false, false, false, N, small, true},
+      {"b: bf16 exact",        kBFloat16,5,   300,  0.5,   true,  true,  0,   0.15, false, false, false, N, split, true},
+      {"b: no grad",           kFloat32, 5,   300,  0.5,   true,  false, 0,   0.15, false, false, false, N, small, true},
   };
   // Every case runs pairwise and with the bucketed algorithm forced (rows that cannot take it
   // — a NaN, n past the sort's capacity — stay pairwise, as on the GPU), each against the CPU
-  // kernel with the same algorithm; every third case also under auto (a mix of rows).
+  // kernel with the same algorithm; every third case also under auto (a mix of rows), and the
+  // "b:" cases (rows that fit the bucketed sort) bucketed and auto only.
   int bad = 0, n = 0, seed = 0;
   for (const Case& c : cases) {
     ++seed;
     for (int alg : {static_cast<int>(kPairwise), static_cast<int>(kBucketed),
                     static_cast<int>(kAuto)}) {
-      if (alg == kAuto && seed % 3 != 0) continue;
+      if (alg == kPairwise && c.buckets_only) continue;
+      if (alg == kAuto && seed % 3 != 0 && !c.buckets_only) continue;
       bad += run(c, seed, alg) != 0;
       ++n;
     }
