@@ -21,8 +21,9 @@
 //                  the fixed point of the row's histogram; zeroed histogram.
 //   bucket_search  items (row, 1024 negatives): one binary search per negative into the keys,
 //                  its bucket kept, integer atomics into the histogram (count, Σ s in fixed
-//                  point): integer sums do not depend on their order, so the result is
-//                  deterministic with no floating-point atomics.
+//                  point; the last bucket summed per CTA first): integer sums do not depend
+//                  on their order, so the result is deterministic with no floating-point
+//                  atomics.
 //   bucket_scan    one CTA per row: suffix sums of the histogram (integers: exact), then F_i
 //                  (and F'_i) of every positive for pass A.
 //   bucket_coef    (gradient) one CTA per row: ordered prefix sums of pass A's r_i (or ∂F_i)
@@ -172,29 +173,48 @@ bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
 }
 
 // ---------------------------------------------------------------------------------------
+// Negatives above every positive's ramp all land in the last bucket (an untrained head's
+// bright background): those are summed per CTA first and added with one atomic pair per
+// item, so that bucket is not a serial hot spot. (The first bucket, below every ramp, is
+// empty: pruning removed those negatives.)
 template <typename A>
 __global__ void __launch_bounds__(kThreads, 1)
 bucket_search_kernel(int64_t M, int64_t L, bool hard, const int32_t* __restrict__ npos,
                      const A* __restrict__ key, BucketWs<A> b) {
+  __shared__ long long top_scratch[kWarps];
   const int64_t per_row = (L + kSearchChunk - 1) / kSearchChunk, items = M * per_row;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
     const int64_t row = w / per_row, c = w - row * per_row;
     const int32_t nn = b.bsel[row];
-    if (nn < 0 || c * kSearchChunk >= nn) continue;
+    if (nn < 0 || c * kSearchChunk >= nn) continue;  // uniform over the CTA
     const int32_t n = npos[row], nk = hard ? n : 2 * n;
     const double off = b.boff[row];
     const FixedPoint fp{b.bfix[2 * row], b.bfix[2 * row + 1]};
     const double* keys = b.key + row * b.nb;
     int32_t* cnt = b.hcnt + row * b.nb;
     unsigned long long* sum = b.hsum + row * b.nb;
+    long long top_n = 0, top_s = 0;
     for (int64_t j = c * kSearchChunk + threadIdx.x; j < nn && j < (c + 1) * kSearchChunk;
          j += kThreads) {
       const int64_t slot = n + j;
       const double u = static_cast<double>(key[row * L + slot]) - off;
       const int32_t q = bucket_of(u, keys, nk);
+      const long long fx = static_cast<long long>(to_fixed(u, fp));
       b.qneg[row * L + slot] = q;
-      atomicAdd(cnt + q, 1);
-      atomicAdd(sum + q, static_cast<unsigned long long>(to_fixed(u, fp)));
+      if (q == nk) {
+        ++top_n;
+        top_s += fx;
+      } else {
+        atomicAdd(cnt + q, 1);
+        atomicAdd(sum + q, static_cast<unsigned long long>(fx));
+      }
+    }
+    // Integer sums: the reduction order cannot change a bit.
+    top_n = block_sum(top_n, top_scratch);
+    top_s = block_sum(top_s, top_scratch);
+    if (threadIdx.x == 0 && top_n > 0) {
+      atomicAdd(cnt + nk, static_cast<int32_t>(top_n));
+      atomicAdd(sum + nk, static_cast<unsigned long long>(top_s));
     }
   }
 }
