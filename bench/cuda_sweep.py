@@ -1,15 +1,29 @@
-"""Sweep the CUDA backend's launch parameters on a GPU (what bench/gpu_check.sh's `sweep` runs).
+"""Sweep the CUDA backend's per-row algorithm threshold and launch parameters on a GPU (what
+bench/gpu_check.sh's `sweep` runs).
 
-The CUDA kernels' grid sizes and pass-B row splitting are host choices that only a GPU
-measurement can settle (csrc/cuda/rank_sort_cuda.h, CudaTuning); native.py reads them from
-RSPOSE_CUDA_CTAS_PER_SM, RSPOSE_CUDA_WARP_ITEMS_PER_SM and RSPOSE_CUDA_MAX_SPLIT at each call.
-This times the backend's forward + gradient (one ``rank_sort_rows`` call, float32) at the SPEC
-shapes for each setting and prints one line per (setting, call) with the median in ms; the
-fastest setting per call is marked. bench/run.py keeps measuring the defaults.
+Every call is the backend's forward + gradient (one ``rank_sort_rows``, float32, identity
+gradient, δ = 0.5) at the SPEC shapes and regimes, timed by CUDA events (median of --reps).
+
+1. The threshold: per call, the algorithm forced "pairwise", forced "bucketed", and "auto"
+   with the cost model's per-negative constant RSPOSE_CUDA_BUCKET_COST at each of
+   BUCKET_COSTS (native.py reads it at each call; larger sends fewer rows to the bucketed
+   path). Each line gives the median and how many of the call's non-empty rows that setting
+   computes bucketed (counted on the host: cost_model.prefers_bucketed with the "cuda"
+   constants and that per-negative cost, rows above NP_cap stay pairwise); `*` marks the
+   call's fastest setting.
+2. The launch parameters (csrc/cuda/rank_sort_cuda.h, CudaTuning; native.py reads
+   RSPOSE_CUDA_CTAS_PER_SM, RSPOSE_CUDA_WARP_ITEMS_PER_SM, RSPOSE_CUDA_MAX_SPLIT), one at a
+   time, the others at their defaults, on the pairwise kernels (algorithm forced).
+
+The output ends with machine-readable lines for setting the defaults:
+    best bucket_cost per call: <call>=<cost> ...
+    best bucket_cost overall: <cost> ...
+bench/run.py keeps measuring the defaults.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -19,43 +33,94 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rspose_kernels.backends import native  # noqa: E402
-from rspose_kernels.testing import SHAPES, shape_case  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import rspose_kernels as rk  # noqa: E402
+from rspose_kernels.backends import cost_model, native  # noqa: E402
+from rspose_kernels.losses import DEFAULT_DELTA  # noqa: E402
+from rspose_kernels.testing import REGIMES, SHAPES  # noqa: E402
+
+import run  # noqa: E402  (make_case: the rows the losses rank)
+import work_model  # noqa: E402  (row_counts, np_cap)
 
 GRID = {   # env var -> values tried (one at a time, the others at their default)
     "RSPOSE_CUDA_CTAS_PER_SM": (2, 4, 8, 16),
     "RSPOSE_CUDA_WARP_ITEMS_PER_SM": (8, 16, 64),
     "RSPOSE_CUDA_MAX_SPLIT": (8, 32, 128),
 }
+BUCKET_COST_ENV = "RSPOSE_CUDA_BUCKET_COST"    # read by native.py at each call
+BUCKET_COSTS = (0.25, 0.5, 1, 2, 4, 8, 16, 64)
+# (label, algorithm, bucket cost or None)
+THRESHOLD_SETTINGS = ([("pairwise", "pairwise", None), ("bucketed", "bucketed", None)]
+                      + [(f"auto cost={c:g}", "auto", c) for c in BUCKET_COSTS])
+# An auto setting this close to a call's fastest auto setting counts as equally good.
+TIE = 0.03
 
 
 def calls(device):
-    """(name, scores [M, L], labels [M, L], pos_thr) at the SPEC shapes, both regimes."""
+    """(name, scores [M, L], labels [M, L], pos_thr) at the SPEC shapes, both regimes, the rows
+    the losses rank (bench/run.make_case), and one Instance-Sort row of B·K items."""
     out = []
-    for regime in ("init", "trained"):
-        for name in SHAPES:
-            s, t, _ = shape_case(name, regime=regime, device=device)
-            if name == "simcc":
-                for ax, sx, tx in zip("xy", s, t):
-                    out.append((f"{name}-{ax} {regime}", sx.flatten(0, 1), tx.flatten(0, 1),
-                                math.exp(-4.5)))
-            else:
-                out.append((f"{name} {regime}", s.flatten(2).flatten(0, 1),
-                            t.flatten(2).flatten(0, 1), 0.0))
-    b, k = SHAPES["vitpose"][:2]       # Instance-Sort: one row of B·K items
+    for regime in REGIMES:
+        for shape in SHAPES:
+            case = run.make_case(shape, regime, device=device)
+            for axis, (scores, labels) in zip("xy" if case.simcc else " ", case.groups):
+                name = f"{shape}-{axis}" if case.simcc else shape
+                out.append((f"{name}/{regime}", scores.contiguous(), labels.contiguous(),
+                            case.pos_thr))
+    b, k = SHAPES["vitpose"][:2]
     g = torch.Generator().manual_seed(0)
     out.append(("vitpose-instance", torch.randn(1, b * k, generator=g).to(device),
                 (torch.rand(1, b * k, generator=g) * 0.999 + 0.001).to(device), 0.0))
     return out
 
 
-def time_call(s, y, tau, reps=10):
+@contextlib.contextmanager
+def env_set(var, value):
+    """``var`` set to ``value`` inside (nothing done for ``var`` None), restored after."""
+    if var is None:
+        yield
+        return
+    old = os.environ.get(var)
+    os.environ[var] = str(value)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[var]
+        else:
+            os.environ[var] = old
+
+
+def bucketed_rows(scores, labels, pos_thr, algorithm, per_negative=None, cost=None,
+                  delta=DEFAULT_DELTA) -> int:
+    """How many rows the CUDA backend computes bucketed for ``algorithm`` (host-side count,
+    any device): rows the bucketed path takes at all (cost_model.plan_rows: finite, δ
+    resolved, n > 0) and whose positives fit (n ≤ NP_cap), and for "auto" those the cost
+    model ``cost`` (default: the "cuda" constants) prefers with its per-negative constant
+    replaced by ``per_negative``."""
+    if algorithm == "pairwise":
+        return 0
+    n, nn = work_model.row_counts(scores, labels, pos_thr, delta)
+    take = cost_model.plan_rows(scores, labels, delta, pos_thr, "bucketed", "cuda")
+    take &= n <= work_model.np_cap(labels.shape[1])
+    if algorithm == "auto":
+        cost = cost_model.COSTS["cuda"] if cost is None else cost
+        if per_negative is not None:
+            cost = cost._replace(per_negative=float(per_negative))
+        take &= cost_model.prefers_bucketed(n, nn, cost)
+    return int(take.sum())
+
+
+def time_call(s, y, tau, algorithm="auto", reps=10):
+    """Median ms of ``reps`` forward + gradient calls (after 2 untimed)."""
     times = []
     for i in range(reps + 2):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        native.rank_sort_rows(s, y, 0.5, tau, False, True)
+        native.rank_sort_rows(s, y, DEFAULT_DELTA, tau, False, True, algorithm)
         end.record()
         end.synchronize()
         if i >= 2:
@@ -63,40 +128,146 @@ def time_call(s, y, tau, reps=10):
     return statistics.median(times)
 
 
+# ----------------------------------------------------------------------------- the threshold
+
+def threshold_sweep(cases, timer, out_of_time, count=bucketed_rows, print_=print):
+    """Times every THRESHOLD_SETTINGS entry on every case, a case at a time (its lines
+    printed together, the fastest marked). ``timer(s, y, tau, algorithm)`` -> ms, called with
+    RSPOSE_CUDA_BUCKET_COST set for the auto settings; ``out_of_time()`` -> bool stops it.
+    Returns {call: [(ms, label, algorithm, cost, bucketed rows)]} for the calls done."""
+    results = {}
+    print_(f"{'setting':16s} {'call':22s} {'median ms':>10s} {'bucketed rows':>14s}")
+    for name, s, y, tau in cases:
+        rows = int((y > tau).any(1).sum())
+        measured = []
+        for label, algorithm, cost in THRESHOLD_SETTINGS:
+            if out_of_time():
+                break
+            with env_set(BUCKET_COST_ENV if cost is not None else None, cost):
+                ms = timer(s, y, tau, algorithm)
+            measured.append((ms, label, algorithm, cost, count(s, y, tau, algorithm, cost)))
+        if len(measured) < len(THRESHOLD_SETTINGS):
+            print_(f"(deadline: {name} not measured)")
+            break
+        fastest = min(measured)[0]
+        for ms, label, _, _, picked in measured:
+            print_(f"{label:16s} {name:22s} {ms:10.4f} {f'{picked}/{rows}':>14s}"
+                   f"{'  *' if ms == fastest else ''}")
+        results[name] = measured
+    return results
+
+
+def threshold_summary(results) -> list[str]:
+    """The machine-readable end of the output: the best per-negative cost per call and one
+    overall (the lowest geometric-mean slowdown against each call's fastest setting)."""
+    if not results:
+        return ["best bucket_cost per call: (none measured)"]
+    per_call, ranges, algos = [], [], []
+    for name, measured in results.items():
+        auto = [(ms, c) for ms, _, a, c, _ in measured if a == "auto"]
+        best_ms, best_c = min(auto)
+        good = sorted(c for ms, c in auto if ms <= best_ms * (1 + TIE))
+        per_call.append(f"{name}={best_c:g}")
+        ranges.append(f"{name}={good[0]:g}..{good[-1]:g}")
+        ms, label = min((ms, label) for ms, label, *_ in measured)
+        algos.append(f"{name}={label.replace(' ', '_')}")
+    slowdown = {}
+    for c in BUCKET_COSTS:
+        logs = []
+        for name, measured in results.items():
+            fastest = min(m[0] for m in measured)
+            ms = next(m[0] for m in measured if m[3] == c)
+            logs.append((math.log(ms / fastest) if fastest > 0 else 0.0, name))
+        slowdown[c] = (math.exp(sum(v for v, _ in logs) / len(logs)), max(logs))
+    best = min(BUCKET_COSTS, key=lambda c: (slowdown[c][0], c))
+    geo, (worst, worst_call) = slowdown[best]
+    return [
+        "fastest setting per call: " + " ".join(algos),
+        f"bucket_cost within {TIE:.0%} of each call's best auto: " + " ".join(ranges),
+        "best bucket_cost per call: " + " ".join(per_call),
+        f"best bucket_cost overall: {best:g} (geometric-mean slowdown against each call's "
+        f"fastest setting {geo:.3f}x, worst {math.exp(worst):.3f}x on {worst_call}; "
+        f"{len(results)} calls; now {cost_model.COSTS.get('cuda')})",
+    ]
+
+
+# ----------------------------------------------------------------------------- launch grid
+
+def grid_sweep(cases, timer, out_of_time, print_=print):
+    """Times each GRID setting (and the defaults) on every case with the algorithm forced
+    "pairwise" (the kernels these parameters shape); returns {call: [(ms, label)]}."""
+    settings = [("defaults", None, None)] + [(f"{var}={v}", var, v)
+                                             for var, vals in GRID.items() for v in vals]
+    best = {}
+    print_(f"{'setting':38s} {'call':22s} {'median ms':>10s}")
+    for label, var, value in settings:
+        with env_set(var, value):
+            for name, s, y, tau in cases:
+                if out_of_time():
+                    print_("(deadline: the rest of the grid not measured)")
+                    return best
+                if var == "RSPOSE_CUDA_MAX_SPLIT" and "instance" not in name:
+                    continue   # splitting only ever happens for few rows
+                ms = timer(s, y, tau, "pairwise")
+                best.setdefault(name, []).append((ms, label))
+                print_(f"{label:38s} {name:22s} {ms:10.4f}")
+    return best
+
+
+def grid_summary(best) -> list[str]:
+    lines = ["fastest launch setting per call:"]
+    for name, rows in best.items():
+        ms, label = min(rows)
+        default = next(m for m, lab in rows if lab == "defaults")
+        lines.append(f"  {name:22s} {label:38s} {ms:.4f} ms (defaults {default:.4f} ms)")
+    return lines
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--deadline", type=float, default=60, help="seconds for the whole sweep")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--deadline", type=float, default=60,
+                    help="seconds for the whole sweep (no new measurement starts after it)")
+    ap.add_argument("--reps", type=int, default=10, help="timed calls per median")
+    ap.add_argument("--parts", default="threshold,grid",
+                    help="comma list of threshold, grid (default: %(default)s)")
     a = ap.parse_args(argv)
+    parts = [p for p in a.parts.split(",") if p]
+    if not parts or set(parts) - {"threshold", "grid"}:
+        ap.error(f"--parts: expected some of threshold,grid, got {a.parts!r}")
+    if a.reps < 1:
+        ap.error("--reps: expected a positive integer")
     t_end = time.monotonic() + a.deadline
     if not native.is_available("cuda"):
         print("UNAVAILABLE: the cuda backend is not available here")
         return 3
     cases = calls("cuda")
-    settings = [("defaults", None, None)] + [(f"{var}={v}", var, v) for var, vals in GRID.items()
-                                             for v in vals]
-    best = {}
-    print(f"{'setting':38s} {'call':22s} {'median ms':>10s}")
-    for label, var, value in settings:
-        if var is not None:
-            os.environ[var] = str(value)
-        try:
-            for name, s, y, tau in cases:
-                if time.monotonic() > t_end:
-                    print(f"deadline of {a.deadline:.0f}s reached; the rest not measured")
-                    return 0
-                if var == "RSPOSE_CUDA_MAX_SPLIT" and "instance" not in name:
-                    continue   # splitting only ever happens for few rows
-                ms = time_call(s, y, tau)
-                best.setdefault(name, []).append((ms, label))
-                print(f"{label:38s} {name:22s} {ms:10.4f}", flush=True)
-        finally:
-            if var is not None:
-                del os.environ[var]
-    print("\nfastest per call:")
-    for name, rows in best.items():
-        ms, label = min(rows)
-        default = next(m for m, lab in rows if lab == "defaults")
-        print(f"  {name:22s} {label:38s} {ms:.4f} ms (defaults {default:.4f} ms)")
+
+    def out_of_time():
+        return time.monotonic() > t_end
+
+    def timer(s, y, tau, algorithm):
+        return time_call(s, y, tau, algorithm, a.reps)
+
+    thresholds, grid = {}, {}
+    if "threshold" in parts:
+        have = rk.available_algorithms("cuda", "cuda")
+        if "bucketed" in have:
+            print("== per-row threshold (RSPOSE_CUDA_BUCKET_COST) and both algorithms")
+            thresholds = threshold_sweep(cases, timer, out_of_time)
+        else:
+            print(f"note: the cuda backend has only {have}: no threshold to sweep")
+    if "grid" in parts:
+        print("\n== launch parameters (pairwise kernels)")
+        grid = grid_sweep(cases, timer, out_of_time)
+    if out_of_time():
+        print(f"deadline of {a.deadline:.0f}s reached; the summary covers what was measured")
+    print()
+    if "grid" in parts:
+        print("\n".join(grid_summary(grid)))
+    if thresholds or "threshold" in parts:
+        print("\n".join(threshold_summary(thresholds)))
     return 0
 
 

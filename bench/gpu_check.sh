@@ -50,8 +50,9 @@ wanted() { [[ " $WANT_STEPS " == *" $1 "* ]]; }
 
 # step NAME CAP RESERVE CMD...: run CMD under `timeout`, for at most CAP seconds and never into
 # the RESERVE seconds kept for the steps after it (both planned for 560 s, scaled to BUDGET).
-# The log is $LOGDIR/NAME.log. A step may declare itself unavailable by printing a line
-# "UNAVAILABLE: reason" and exiting 3.
+# The log is $LOGDIR/NAME.log; CMD sees its limit as RSPOSE_STEP_LIMIT (seconds), for its own
+# deadline. A step may declare itself unavailable by printing a line "UNAVAILABLE: reason"
+# and exiting 3.
 step() {
   local name=$1 cap=$(( $2 * BUDGET / 560 )) reserve=$(( $3 * BUDGET / 560 )); shift 3
   wanted "$name" || return 0
@@ -64,7 +65,7 @@ step() {
     return
   fi
   echo "== $name (limit ${limit}s): $*" | tee "$log"
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  RSPOSE_STEP_LIMIT=$limit timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
   rc=$?
   # pytest's own tally ("12 passed, 3 skipped in 40s"), so a run that skipped everything shows.
   local tally
@@ -178,16 +179,21 @@ sanitize() {
   return "$rc"
 }
 
-# The CUDA backend's launch parameters (rspose_kernels/backends/native.py reads them), each
-# setting timed on the SPEC shapes' pass A/B through the public op; bench/run.py uses the
-# defaults.
+# The CUDA backend's per-row threshold (pairwise / bucketed / auto at each per-negative cost)
+# and launch parameters (rspose_kernels/backends/native.py reads them from the environment),
+# each setting timed on the SPEC shapes through the backend; bench/run.py uses the defaults.
+# No new measurement starts in the last 10 s of the step's limit (one is well under a second).
 sweep() {
-  "$PY" bench/cuda_sweep.py --deadline "$1"
+  local limit=$RSPOSE_STEP_LIMIT
+  "$PY" bench/cuda_sweep.py --deadline $(( limit > 20 ? limit - 10 : limit / 2 ))
 }
 
+# Every provider bench/run.py has on a GPU (providers_for: mse, each backend with algorithm
+# auto and, where it has two, each forced: cuda/pairwise, cuda/bucketed, torch/..., rs_loop).
+# It checks its deadline between cases (one takes ~10 s): ~20 s are left for the last case.
 bench() {
-  # Leave ~20 s of the step's limit for the table.
-  "$PY" bench/run.py --no-progress --deadline $(( $1 > 60 ? $1 - 20 : 30 ))
+  local limit=$RSPOSE_STEP_LIMIT
+  "$PY" bench/run.py --no-progress --deadline $(( limit > 60 ? limit - 20 : limit / 2 ))
 }
 
 export -f env_info build backends gpu_pytest sanitize sweep bench
@@ -240,13 +246,14 @@ else
     unavailable racecheck "compute-sanitizer not found"
   else
     step memcheck 50 110 bash -c "sanitize memcheck"
-    step racecheck 40 100 bash -c "sanitize racecheck"
+    step racecheck 40 110 bash -c "sanitize racecheck"
   fi
   if [[ $BUILD == pass* || $BUILD == "not run" ]]; then
-    step sweep 50 60 bash -c "sweep $(( 50 * BUDGET / 560 - 5 ))"
+    # 11 calls x (10 threshold + 11 launch settings) x 12 runs of at most a few ms: seconds
+    # of GPU time, the rest CUDA start-up and inputs; the bench keeps >= 55 s after it.
+    step sweep 60 60 bash -c sweep
   fi
-  BENCH_LIMIT=$(( BUDGET - SECONDS - 10 ))
-  step bench 600 5 bash -c "bench $BENCH_LIMIT"
+  step bench 600 5 bash -c bench
 fi
 
 # ----------------------------------------------------------------------------- summary
@@ -271,11 +278,13 @@ fi
     echo; echo "---- environment"; head -n 40 "$LOGDIR/env.log"
   fi
   if [[ $(status_of sweep) == pass* ]]; then
-    echo; echo "---- CUDA launch-parameter sweep"; tail -n 40 "$LOGDIR/sweep.log"
+    # All of it (~250 lines): every setting's median per call, then the summary lines.
+    echo; echo "---- CUDA threshold and launch-parameter sweep (bench/cuda_sweep.py)"
+    tail -n +2 "$LOGDIR/sweep.log"
   fi
   if [ -f "$LOGDIR/results_gpu.csv" ] && (( $(wc -l < "$LOGDIR/results_gpu.csv") > 1 )); then
     echo; echo "---- benchmark rows (bench/results/results.csv)"; cat "$LOGDIR/results_gpu.csv"
-    echo; echo "---- benchmark table"; grep -v -e '^\[' -e '^== ' "$LOGDIR/bench.log" | tail -n 60
+    echo; echo "---- benchmark table"; grep -v -e '^\[' -e '^== ' "$LOGDIR/bench.log" | tail -n 150
   fi
   for i in "${!STEPS[@]}"; do
     if [[ ${STATUS[$i]} == FAIL* || ${STATUS[$i]} == *skipped* ]]; then

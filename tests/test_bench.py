@@ -27,6 +27,7 @@ def _load(name):
 run = _load("run")
 report = _load("report")
 loop = _load("rs_loop_baseline")
+work_model = _load("work_model")
 
 TINY = run.Policy(warmup=1, reps=2, min_time=0.0, max_time=5.0, max_reps=2,
                   loop_positives=6, loop_pairs=10_000)
@@ -94,3 +95,50 @@ def test_main_writes_csv_and_report(tmp_path, capsys):
     md = report.report(rows)
     assert "| vitpose | init | 1×1 | torch |" in md
     assert rows[0]["device"] in md
+
+
+def test_work_model_by_hand():
+    # L = 300: NP_cap = max(256, 75) = 256. Rows (n, ñ): (3, 2), empty, (1, 0), (257, 10)
+    # beyond the cap (pairwise), (5, 7).
+    n, nn = torch.tensor([3, 0, 1, 257, 5]), torch.tensor([2, 290, 0, 10, 7])
+    w = work_model.work(n, nn, 300)
+    pairs = 3 * 5 + 1 * 1 + 257 * 267 + 5 * 12
+    assert {k: v for k, v in w.items() if k != "bucketed_cost"} == {
+        "rows": 4, "capped": 1, "positives": 266, "negatives": 19,
+        "pairs_a": pairs, "pairs_b": pairs, "sorted": 9,
+        # bitonic, padded: n 3 -> 4 (3 stages of 2), n 1 -> nothing, n 5 -> 8 (6 stages of 4)
+        "compare_exchanges": 6 + 0 + 24,
+        "searches": 9, "search_steps": 2 * 3 + 7 * 4,      # ⌈log2 7⌉, ⌈log2 11⌉
+        "pp_pairs": 9 + 1 + 25,
+        "bytes": 28 * (2 + 7) + 28 * 3 + 28 * (7 + 11),
+    }
+    lin = 9 + 2 * math.log2(6) + 1 + 25 + 7 * math.log2(10) + 257 * 267
+    assert math.isclose(w["bucketed_cost"], lin, rel_tol=1e-12)
+    assert math.isclose(work_model.ratio(w), pairs / lin, rel_tol=1e-12)
+
+
+def test_work_model_quick_table(capsys):
+    assert work_model.main(["--quick", "--shapes", "vitpose,simcc", "--regimes", "trained"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["case", "b", "x"] and len(lines) == 4
+    for line, shape in zip(lines[1:3], ("vitpose", "simcc")):
+        cells = line.split()
+        case = run.make_case(shape, "trained", *run.QUICK_SIZES[shape])
+        rows = sum(int((t > case.pos_thr).any(1).sum()) for _, t in case.groups)
+        assert cells[:4] == [shape, "trained", "{}x{}".format(*run.QUICK_SIZES[shape]),
+                             str(rows)], line
+        # trained: every negative pruned, so bucketed does the pairwise code's n² pairs too
+        assert cells[6] == "0" and cells[-5] == "0" and cells[-1] == "1", line  # Σñ, searches
+
+
+def test_providers_on_a_gpu_include_both_cuda_algorithms(monkeypatch):
+    # Once the cuda backend has the bucketed path, a GPU run times it both ways and by auto.
+    from rspose_kernels import dispatch
+    monkeypatch.setattr(run.rk, "available_backends", lambda device: ["cuda", "triton", "torch"])
+    monkeypatch.setitem(dispatch.ALGORITHMS, "cuda", ("pairwise", "bucketed"))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    triton = dispatch.ALGORITHMS["triton"]
+    assert run.providers_for("cuda") == (
+        ["mse", "cuda", "cuda/pairwise", "cuda/bucketed", "triton"]
+        + ([f"triton/{a}" for a in triton] if len(triton) > 1 else [])
+        + ["torch", "torch/pairwise", "torch/bucketed", "rs_loop"])

@@ -1,0 +1,168 @@
+"""Expected GPU work per SPEC shape and regime: the pairwise CUDA kernels against the bucketed
+path (issue 13; SPEC §5b). Counts, not times: CPU only, from the inputs bench/run.py times.
+
+Per row (n positives, ñ negatives left after pruning at min positive score − δ, L elements):
+
+- pairwise: n·(n + ñ) pair evaluations in pass A (ranks, sorting terms) and again in pass B
+  (the gradient of every element);
+- bucketed (the CUDA design: positives sorted in shared memory, P×P label terms):
+  the n positives sorted by a bitonic network padded to p = next power of two, p/2
+  compare-exchanges in each of k(k+1)/2 stages (k = log2 p: p·k(k+1)/4 in all; counting
+  element-steps, every element in every stage, gives the ≈ p·k²/2 of the first estimate);
+  one binary search per surviving negative, ⌈log2(2n+1)⌉ steps over the 2n breakpoints;
+  n² positive-positive pairs; and the bytes its kernels move beyond what both paths read and
+  write (scores, labels in, gradient out): per negative 4 B score read, 4 B bucket written,
+  two integer atomics (count 4 B, fixed-point Σs 8 B), 8 B read back by the gradient gather;
+  per row 12 B·(2n+1) of histogram and 16 B·(2n+1) of α/β coefficients.
+
+Rows with more positives than fit in shared memory, n > NP_cap(L), stay pairwise on the GPU:
+they are counted apart (``>cap``) and their pairwise pairs enter the bucketed side of ``ratio``:
+
+    ratio = Σ n·(n + ñ)  /  (Σ_bucketed (n² + ñ·log2(2n)) + Σ_>cap n·(n + ñ))   (one pass)
+
+    python bench/work_model.py            # the SPEC sizes (~10 s on 2 cores)
+    python bench/work_model.py --quick    # bench/run.py's reduced CPU sizes
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:   # bench/run.py, when imported from tests
+    sys.path.insert(0, str(HERE))
+
+import run  # noqa: E402  (make_case: the rows the losses rank, simcc rescaled to peak 1)
+from rspose_kernels.losses import DEFAULT_DELTA  # noqa: E402
+from rspose_kernels.testing import REGIMES, SHAPES  # noqa: E402
+
+# Bytes the bucketed kernels move (see the module docstring).
+NEG_BYTES = 4 + 4 + (4 + 8) + 8
+BUCKET_BYTES = 12 + 16
+
+
+def np_cap(length: int) -> int:
+    """The most positives a row may have for the CUDA bucketed path (its sort in shared
+    memory); rows above stay pairwise. Mirrors the kernel's bound (csrc/cuda)."""
+    return min(length, 4096, max(256, -(-length // 4)))
+
+
+def row_counts(scores: torch.Tensor, labels: torch.Tensor, pos_thr: float,
+               delta: float = DEFAULT_DELTA):
+    """Per row (int64 [M]): n positives, and ñ negatives not below min positive score − δ
+    (what the kernels' pruning keeps; a NaN is never pruned)."""
+    pos = labels > pos_thr
+    inf = torch.full((), math.inf, dtype=scores.dtype, device=scores.device)
+    smin = torch.where(pos, scores, inf).amin(1, keepdim=True)
+    return pos.sum(1), (~pos & ~(scores < smin - delta)).sum(1)
+
+
+def work(n: torch.Tensor, nn: torch.Tensor, length: int) -> dict:
+    """The work terms summed over rows of length ``length`` with counts ``n``, ``nn``."""
+    n, nn = n.to(torch.int64), nn.to(torch.int64)
+    live = n > 0
+    capped = live & (n > np_cap(length))
+    bucketed = live & ~capped
+    nb, nnb = n[bucketed], nn[bucketed]
+    k = torch.ceil(torch.log2(nb.double())).long()         # exact on integers < 2^53
+    p = torch.ones_like(k) << k
+    pairs = n * (n + nn)
+    # 2n + 1 ≥ 3 is odd, never a power of two: ⌈log2(2n+1)⌉ = ⌊log2(2n+1)⌋ + 1.
+    search_steps = torch.floor(torch.log2(2 * nb.double() + 1)).long() + 1
+    bucketed_pairs = nb * nb
+    lin = bucketed_pairs.double() + nnb.double() * torch.log2(2 * nb.double())
+    return {
+        "rows": int(live.sum()), "capped": int(capped.sum()),
+        "positives": int(n.sum()), "negatives": int(nn[live].sum()),
+        "pairs_a": int(pairs.sum()), "pairs_b": int(pairs.sum()),
+        "sorted": int(nb.sum()), "compare_exchanges": int((p * k * (k + 1) // 4).sum()),
+        "searches": int(nnb.sum()), "search_steps": int((nnb * search_steps).sum()),
+        "pp_pairs": int(bucketed_pairs.sum()),
+        "bytes": int((NEG_BYTES * nnb + BUCKET_BYTES * (2 * nb + 1)).sum()),
+        # the denominator of ``ratio``
+        "bucketed_cost": float(lin.sum()) + float(pairs[capped].sum()),
+    }
+
+
+def ratio(w: dict) -> float:
+    """Pairwise pairs (one pass) over the bucketed side's pairs and search steps."""
+    return w["pairs_a"] / w["bucketed_cost"] if w["bucketed_cost"] > 0 else math.nan
+
+
+def case_work(shape: str, regime: str, batch=None, keypoints=None) -> dict:
+    """``work`` summed over every row group of a bench/run.py case (simcc: x and y rows)."""
+    case = run.make_case(shape, regime, batch, keypoints)
+    total = {}
+    for scores, labels in case.groups:
+        for key, value in work(*row_counts(scores, labels, case.pos_thr),
+                               labels.shape[1]).items():
+            total[key] = total.get(key, 0) + value
+    total.update(shape=shape, regime=regime, batch=case.batch, keypoints=case.keypoints)
+    return total
+
+
+def si(v: float) -> str:
+    """3 significant digits with a k/M/G/T suffix."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+COLUMNS = (   # (heading, width, key or function of the work dict)
+    ("case", 16, lambda w: f"{w['shape']} {w['regime']}"),
+    ("b x k", 6, lambda w: f"{w['batch']}x{w['keypoints']}"),
+    ("rows", 5, "rows"), (">cap", 4, "capped"), ("Σn", 6, "positives"),
+    ("Σñ", 6, "negatives"), ("pairs A", 7, "pairs_a"), ("pairs B", 7, "pairs_b"),
+    ("sorted", 6, "sorted"), ("cmp-exch", 8, "compare_exchanges"),
+    ("searches", 8, "searches"), ("srch steps", 10, "search_steps"), ("P×P", 6, "pp_pairs"),
+    ("MB", 6, lambda w: f"{w['bytes'] / 1e6:.3g}"),
+    ("ratio", 6, lambda w: f"{ratio(w):.3g}"),
+)
+
+
+def format_rows(works) -> list[str]:
+    def cell(w, key):
+        return key(w) if callable(key) else si(w[key])
+    lines = ["  ".join(h.ljust(wd) if i < 2 else h.rjust(wd)
+                       for i, (h, wd, _) in enumerate(COLUMNS))]
+    for w in works:
+        lines.append("  ".join(cell(w, key).ljust(wd) if i < 2 else cell(w, key).rjust(wd)
+                               for i, (_, wd, key) in enumerate(COLUMNS)))
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--quick", action="store_true",
+                    help="bench/run.py's reduced CPU sizes (first b items, k keypoints)")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of %(default)s")
+    ap.add_argument("--regimes", default=",".join(REGIMES), help="comma list of %(default)s")
+    a = ap.parse_args(argv)
+    works = []
+    for shape in (s for s in a.shapes.split(",") if s):
+        if shape not in SHAPES:
+            raise SystemExit(f"--shapes: unknown shape {shape!r}; expected some of {list(SHAPES)}")
+        for regime in (r for r in a.regimes.split(",") if r):
+            if regime not in REGIMES:
+                raise SystemExit(f"--regimes: unknown regime {regime!r}; expected some of "
+                                 f"{REGIMES}")
+            works.append(case_work(shape, regime, *(run.QUICK_SIZES[shape] if a.quick
+                                                    else (None, None))))
+    print("\n".join(format_rows(works)))
+    print(f"# δ = {DEFAULT_DELTA}; pairs A/B: pairwise pass A/B, n·(n+ñ) each; sorted, cmp-exch: "
+          f"bitonic sort of the positives; srch steps: Σ ñ·⌈log2(2n+1)⌉; P×P: n² label-term "
+          f"pairs; MB: bucketed-kernel traffic; ratio: pairs A / (P×P + Σ ñ·log2(2n) + >cap "
+          f"rows' pairs); >cap: rows with n > NP_cap(L) = min(L, 4096, max(256, ⌈L/4⌉)), "
+          f"pairwise on the GPU")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
