@@ -103,11 +103,10 @@ def bucketed_rows(scores, labels, pos_thr, algorithm, per_negative=None, cost=No
     replaced by ``per_negative``."""
     if algorithm == "pairwise":
         return 0
-    n, nn = work_model.row_counts(scores, labels, pos_thr, delta)
     take = cost_model.plan_rows(scores, labels, delta, pos_thr, "bucketed", "cuda")
-    take &= n <= work_model.np_cap(labels.shape[1])
     if algorithm == "auto":
-        cost = cost_model.COSTS["cuda"] if cost is None else cost
+        n, nn = work_model.row_counts(scores, labels, pos_thr, delta)
+        cost = cost_model.cuda_costs() if cost is None else cost
         if per_negative is not None:
             cost = cost._replace(per_negative=float(per_negative))
         take &= cost_model.prefers_bucketed(n, nn, cost)

@@ -166,7 +166,8 @@ sanitize() {
   # No caching allocator, so that every tensor is its own allocation and an overrun is seen.
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool "$1" --error-exitcode 86 \
     --print-limit 50 --target-processes all "${filter[@]}" \
-    "$PY" -m pytest -q -x -p no:cacheprovider tests/test_native.py -k "cuda and not bitwise" \
+    "$PY" -m pytest -q -x -p no:cacheprovider tests/test_native.py tests/test_cuda_bucketed.py \
+    -k "cuda and not bitwise and not row_cases_float32 and not float64_matches_reference and not public_api_every" \
     2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   # Some machines' sanitizer refuses the card: that is not a kernel failure.
@@ -229,7 +230,7 @@ else
   BUILD=$(status_of build)
   if [[ $BUILD == pass* || $BUILD == "not run" ]]; then
     step backends 20 340 bash -c backends
-    step test_cuda 70 280 bash -c "gpu_pytest tests/test_native.py"
+    step test_cuda 90 280 bash -c "gpu_pytest tests/test_native.py tests/test_cuda_bucketed.py"
   else
     unavailable backends "the build did not pass ($BUILD)"
     unavailable test_cuda "the build did not pass ($BUILD)"

@@ -37,6 +37,7 @@ if str(HERE) not in sys.path:   # bench/run.py, when imported from tests
     sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402  (make_case: the rows the losses rank, simcc rescaled to peak 1)
+from rspose_kernels.backends import cost_model  # noqa: E402
 from rspose_kernels.losses import DEFAULT_DELTA  # noqa: E402
 from rspose_kernels.testing import REGIMES, SHAPES  # noqa: E402
 
@@ -46,9 +47,9 @@ BUCKET_BYTES = 12 + 16
 
 
 def np_cap(length: int) -> int:
-    """The most positives a row may have for the CUDA bucketed path (its sort in shared
-    memory); rows above stay pairwise. Mirrors the kernel's bound (csrc/cuda)."""
-    return min(length, 4096, max(256, -(-length // 4)))
+    """The most positives a float32 row may have for the CUDA bucketed path (its sort in
+    shared memory); rows above stay pairwise. The kernel's own bound, through _C."""
+    return cost_model.cuda_max_positives(length, torch.float32)
 
 
 def row_counts(scores: torch.Tensor, labels: torch.Tensor, pos_thr: float,
@@ -159,8 +160,8 @@ def main(argv=None) -> int:
     print(f"# δ = {DEFAULT_DELTA}; pairs A/B: pairwise pass A/B, n·(n+ñ) each; sorted, cmp-exch: "
           f"bitonic sort of the positives; srch steps: Σ ñ·⌈log2(2n+1)⌉; P×P: n² label-term "
           f"pairs; MB: bucketed-kernel traffic; ratio: pairs A / (P×P + Σ ñ·log2(2n) + >cap "
-          f"rows' pairs); >cap: rows with n > NP_cap(L) = min(L, 4096, max(256, ⌈L/4⌉)), "
-          f"pairwise on the GPU")
+          f"rows' pairs); >cap: rows with n > NP_cap(L) = min(L, 4096, max(64, ⌈L/8⌉)) "
+          f"(float32), pairwise on the GPU")
     return 0
 
 

@@ -151,6 +151,10 @@ PYBIND11_MODULE(_C, m) {
   "Bytes of device workspace rank_sort_cuda needs (O(M*L); 256-byte aligned); the bucketed "
   "rows' part only when algorithm is not PAIRWISE.");
 
+  m.def("cuda_max_positives", &rspose::cuda_max_positives, py::arg("L"), py::arg("dtype"),
+        "The most positives a row of length L may have for the CUDA bucketed path (the "
+        "shared-memory sort); rows with more stay pairwise.");
+
   m.def("cuda_plan", [](int64_t M, int64_t L, int dtype, bool exact,
                         const rspose::CudaTuning& tuning) {
     const rspose::CudaPlan p = rspose::cuda_plan(M, L, dtype, exact, tuning);

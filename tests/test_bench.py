@@ -98,7 +98,7 @@ def test_main_writes_csv_and_report(tmp_path, capsys):
 
 
 def test_work_model_by_hand():
-    # L = 300: NP_cap = max(256, 75) = 256. Rows (n, ñ): (3, 2), empty, (1, 0), (257, 10)
+    # L = 300: NP_cap = max(64, 38) = 64. Rows (n, ñ): (3, 2), empty, (1, 0), (257, 10)
     # beyond the cap (pairwise), (5, 7).
     n, nn = torch.tensor([3, 0, 1, 257, 5]), torch.tensor([2, 290, 0, 10, 7])
     w = work_model.work(n, nn, 300)

@@ -71,30 +71,30 @@ COST = cost_model.COSTS["torch"]
 
 
 def _rows():
-    """Rows of L = 300 (NP_cap 256) with hand-known n and ñ (δ = 0.5, pos_thr 0):
-    0: n 100, ñ 150 (negatives at exactly min positive − δ survive; below it, pruned)
-    1: empty; 2: n 1, ñ 0; 3: n 257 > NP_cap, ñ 10 (at exactly min − δ);
+    """Rows of L = 300 (NP_cap 64) with hand-known n and ñ (δ = 0.5, pos_thr 0):
+    0: n 60, ñ 150 (negatives at exactly min positive − δ survive; below it, pruned)
+    1: empty; 2: n 1, ñ 0; 3: n 65 > NP_cap, ñ 10 (at exactly min − δ);
     4: row 0 with a NaN negative (never pruned: ñ 151, and the row is not finite);
     5: n 2, ñ 0. Every other score is −5 (pruned)."""
     m, length = 6, 300
     s = torch.full((m, length), -5.0)
     y = torch.zeros(m, length)
-    s[0, :100], y[0, :100] = torch.linspace(1.0, 2.0, 100), 0.5
+    s[0, :60], y[0, :60] = torch.linspace(1.0, 2.0, 60), 0.5
     s[0, 100:200], s[0, 200:250], s[0, 250:252] = 0.5, 0.75, 0.4999
     s[2, 0], y[2, 0] = 1.0, 1.0
-    s[3, :257], y[3, :257] = 0.0, 0.3
-    s[3, 257:267] = -0.5
+    s[3, :65], y[3, :65] = 0.0, 0.3
+    s[3, 65:75] = -0.5
     s[4], y[4] = s[0], y[0]
     s[4, 260] = math.nan
     s[5, :2], y[5, :2] = 3.0, 1.0
-    return s, y, torch.tensor([100, 0, 1, 257, 100, 2]), torch.tensor([150, 0, 0, 10, 151, 0])
+    return s, y, torch.tensor([60, 0, 1, 65, 60, 2]), torch.tensor([150, 0, 0, 10, 151, 0])
 
 
 def test_sweep_row_counts_on_cpu():
     s, y, n, nn = _rows()
     got_n, got_nn = sweep.work_model.row_counts(s, y, 0.0, 0.5)
     assert got_n.tolist() == n.tolist() and got_nn.tolist() == nn.tolist()
-    assert sweep.work_model.np_cap(300) == 256
+    assert sweep.work_model.np_cap(300) == 64      # max(64, L/8), the kernel's own (via _C)
     assert sweep.bucketed_rows(s, y, 0.0, "pairwise") == 0
     # forced: every non-empty row whose positives fit and whose scores are finite (0, 2, 5)
     assert sweep.bucketed_rows(s, y, 0.0, "bucketed") == 3
@@ -105,7 +105,7 @@ def test_sweep_row_counts_on_cpu():
         got = sweep.bucketed_rows(s, y, 0.0, "auto", per_negative, cost=COST)
         assert got == expect, (per_negative, got, expect)
         counts.append(got)
-    # the per-negative cost decides row 0 (n 100, ñ 150) one way and then the other
+    # the per-negative cost decides row 0 (n 60, ñ 150) one way and then the other
     assert counts[0] >= 1 and counts[-1] == 0 and counts == sorted(counts, reverse=True)
 
 

@@ -72,6 +72,10 @@ std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bo
                      algorithm != kPairwise).total;
 }
 
+int64_t cuda_max_positives(int64_t L, int dtype) {
+  return np_cap(L, static_cast<int64_t>(acc_bytes(dtype)));
+}
+
 int cuda_device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {

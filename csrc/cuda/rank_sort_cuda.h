@@ -46,6 +46,10 @@ CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning
 std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
                                  int algorithm, const CudaTuning& tuning);
 
+// The most positives a bucketed row of length L may have (np_cap of rank_sort_kernels.cuh:
+// the shared-memory sort's capacity and the workspace bound); rows with more stay pairwise.
+int64_t cuda_max_positives(int64_t L, int dtype);
+
 // Devices the compiled runtime can use; 0 when there are none or the driver is too old.
 int cuda_device_count();
 

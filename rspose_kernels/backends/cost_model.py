@@ -96,7 +96,9 @@ def prefers_bucketed(n: torch.Tensor, nn: torch.Tensor, cost: CostModel) -> torc
 
 def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr: float,
               algorithm: str, backend: str) -> torch.Tensor:
-    """Bool [M]: the rows to compute with the bucketed algorithm (torch backend).
+    """Bool [M]: the rows ``backend`` computes with the bucketed algorithm (what the torch
+    backend splits by; for cpu and cuda, whose kernels choose for themselves, the same rule
+    evaluated on the host, for the benchmark's reports).
 
     ``algorithm`` is "bucketed" (every row with finite unpruned scores) or "auto".
     """
@@ -110,8 +112,17 @@ def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr:
     if delta > 0:
         span = torch.where(live, scores.abs(), torch.zeros_like(scores)).amax(1)
         take &= delta >= RESOLVE * span
+    if backend == "cuda":   # rows whose positives do not fit the kernel's sort stay pairwise
+        take &= n <= cuda_max_positives(scores.shape[1], scores.dtype)
     if algorithm == "auto":
         # The torch pairwise code evaluates every negative: its ñ is L − n.
         nn = (~pos).sum(1) if backend == "torch" else (live & ~pos).sum(1)
-        take &= prefers_bucketed(n, nn, COSTS[backend])
+        take &= prefers_bucketed(n, nn, cuda_costs() if backend == "cuda" else COSTS[backend])
     return take
+
+
+def cuda_max_positives(length: int, dtype: torch.dtype) -> int:
+    """The most positives a row of ``length`` may have for the CUDA bucketed path (its sort
+    in shared memory and its workspace; csrc/cuda's np_cap, asked of _C)."""
+    from . import native   # imported here: native imports this module
+    return native._C.cuda_max_positives(length, native._DTYPE_CODE[dtype])
