@@ -366,7 +366,7 @@ def main(argv=None) -> int:
     print(f"# bench/train.py: {env['device']}, {env['threads']} threads, torch {env['torch']}, "
           f"commit {env['commit']}; losses {names}; seeds {list(budget.seeds)}, "
           f"{budget.steps} steps × batch {budget.batch}, {budget.val_size} validation "
-          f"samples; ranking losses on backend '{resolve_backend('auto', device)}'", flush=True)
+          f"samples; ranking losses on backend '{resolve_backend('auto', device, 'auto')}'", flush=True)
     t0 = time.perf_counter()
     val = validation_set(budget.val_size, cfg)
     gt = coco_ground_truth(val["keypoints"], val["visible"], val["box"], val["area"])

@@ -166,9 +166,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("L"), py::arg("dtype"), py::arg("delta"), py::arg("pos_thr"), py::arg("exact"),
         py::arg("need_grad"), py::arg("rank"), py::arg("sort"), py::arg("npos"),
         py::arg("grad"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
-        py::arg("device"), py::arg("tuning"), py::arg("algorithm") = 0,
-        py::arg("cost_per_negative") = 0.0, py::arg("cost_per_positive") = 0.0,
-        py::arg("cost_positive_pairs") = 1.0, py::arg("cost_bucketed_positive_pairs") = 1.0,
+        py::arg("device"), py::arg("tuning"), py::arg("algorithm"),
+        py::arg("cost_per_negative"), py::arg("cost_per_positive"),
+        py::arg("cost_positive_pairs"), py::arg("cost_bucketed_positive_pairs"),
         "Rank & Sort rows on a CUDA device, asynchronously on `stream`. scores in any of the "
         "four dtypes; labels, rank, sort float64 for float64 scores and float32 otherwise; "
         "grad in the accumulation dtype. algorithm: PAIRWISE, BUCKETED or AUTO (per row, on "

@@ -224,6 +224,22 @@ def test_torch_bucketed_blocks_do_not_change_the_result(monkeypatch):
         tight(small, full)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scores_near_the_float64_limit_stay_pairwise(backend):
+    # |s| ~ 1e306: a band sum's differences of scores would overflow a double; such rows stay
+    # pairwise (as in the CUDA kernel), which handles them like any other.
+    scores, labels = random_rows(3, 40, seed=21, pos_frac=0.3, dtype=torch.float64)
+    scores = scores * 1e306
+    want = torch_ref.rank_sort_rows(scores, labels.double(), 0.5, 0.0, False, True)
+    got = rk.rank_sort_loss(scores, labels, backend=backend, algorithm="bucketed",
+                            reduction="none")
+    assert torch.isfinite(got.loss).all()
+    torch.testing.assert_close(got.rank, want[0], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(got.sort, want[1], rtol=1e-12, atol=1e-13)
+    assert not cost_model.plan_rows(scores, labels, 0.5, 0.0, "bucketed", "torch").any()
+    assert cost_model.plan_rows(scores / 1e306, labels, 0.5, 0.0, "bucketed", "torch").all()
+
+
 # --- through the public API -------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -64,6 +64,18 @@ def test_heatmaps_every_dtype(regime, mode, dtype):
         assert_parity(got, want, dtype)
 
 
+@pytest.mark.parametrize("regime", ["init", "trained"])
+def test_spec_large_rows(regime):
+    # The `large` shape's rows (256×192, σ = 8: n up to 2401 positives, ñ ≈ 47k negatives):
+    # several sort entries per thread and ~46 search items per row.
+    heatmaps, targets, _ = heatmap_case(1, 3, 256, 192, 8.0, regime=regime, seed=14,
+                                        invisible=0.0)
+    scores, labels = heatmaps.reshape(3, -1), targets.reshape(3, -1)
+    for exact in (False, True):
+        got, want = against_reference(on_cuda("bucketed"), scores, labels, 0.5, exact)
+        assert_parity(got, want, torch.float32)
+
+
 def test_rows_past_the_sort_capacity_stay_exact():
     # 5000 positives: more than the shared-memory sort holds, so the row goes pairwise.
     g = torch.Generator().manual_seed(7)

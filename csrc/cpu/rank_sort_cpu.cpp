@@ -357,8 +357,10 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
     }
     // A band sum is (Σs − s_i·Σ1)/(2δ): its rounding grows as |s|/δ. Rows whose δ does not
     // resolve at their scores' scale (δ < 2^-20·max|s|, e.g. δ = 1e-14 on O(1) logits) stay
-    // pairwise, where H is evaluated per pair (docs/MATH.md, "Choosing per row").
-    const bool resolves = delta == 0 || static_cast<double>(delta) >= span * 0x1p-20;
+    // pairwise, where H is evaluated per pair (docs/MATH.md, "Choosing per row"). So do rows
+    // whose score differences could overflow a double (|s| near DBL_MAX, float64 only).
+    const bool resolves = span < 0x1p1000 &&
+                          (delta == 0 || static_cast<double>(delta) >= span * 0x1p-20);
     w.npos[r] = n;
     w.nneg[r] = nn;
     w.bucketed[r] = n > 0 && finite && resolves &&

@@ -175,8 +175,8 @@ bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
 // ---------------------------------------------------------------------------------------
 // Negatives above every positive's ramp all land in the last bucket (an untrained head's
 // bright background): those are summed per CTA first and added with one atomic pair per
-// item, so that bucket is not a serial hot spot. (The first bucket, below every ramp, is
-// empty: pruning removed those negatives.)
+// item, so that bucket is not a serial hot spot. (The first bucket, below every ramp, holds
+// only negatives at exactly s_min − δ: pruning removed the ones below.)
 template <typename A>
 __global__ void __launch_bounds__(kThreads, 1)
 bucket_search_kernel(int64_t M, int64_t L, bool hard, const int32_t* __restrict__ npos,
@@ -250,6 +250,7 @@ bucket_scan_kernel(int64_t M, int64_t L, double inv2d, bool hard,
     if (tid == 0) {  // exclusive suffix over the segments
       int64_t rc = 0;
       unsigned long long rs = 0ull;
+#pragma unroll 1
       for (int t = kThreads - 1; t >= 0; --t) {
         const int64_t vc = tc[t];
         const unsigned long long vs = ts[t];
@@ -326,6 +327,7 @@ bucket_coef_kernel(int64_t M, int64_t L, double inv2d, bool hard,
     __syncthreads();
     if (tid == 0) {
       double r0 = 0.0, r1 = 0.0;
+#pragma unroll 1
       for (int t = 0; t < kThreads; ++t) {
         const double v0 = t0[t], v1 = t1[t];
         t0[t] = r0;

@@ -291,7 +291,7 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
         total_k += ck;
       }
       const unsigned below = (1u << lane) - 1u;
-      if (pos || keep) {
+      if (bsel != nullptr && (pos || keep)) {  // only where the row may go bucketed
         const double a = fabs(static_cast<double>(sv));
         nonfinite |= !(a < static_cast<double>(INFINITY));  // NaN compares false
         span = a > span ? a : span;
@@ -316,7 +316,8 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
     if (bsel != nullptr) {  // uniform branch: bsel is a kernel argument
       const bool bad = __syncthreads_or(nonfinite) != 0;
       span = block_max(span, span_scratch);
-      const bool resolves = delta == A(0) || static_cast<double>(delta) >= span * 0x1p-20;
+      const bool resolves =   // as the CPU kernel: δ resolves, no difference can overflow
+          span < 0x1p1000 && (delta == A(0) || static_cast<double>(delta) >= span * 0x1p-20);
       take = algorithm != kPairwise && n > 0 && n <= max_pos && !bad && resolves &&
              (algorithm == kBucketed || prefers_bucketed(n, base_k, cost));
     }

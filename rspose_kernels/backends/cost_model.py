@@ -19,8 +19,9 @@ csrc/rank_sort_bucketed_math.h, which the tests check against this one). The tor
 pairwise code (torch_ref) does not prune, so for it ñ is every negative of the row.
 
 Rows holding a non-finite score that survives pruning always go pairwise: NaN and ±inf then
-propagate exactly as the definition says (a band sum would make inf − inf). So do rows whose δ
-does not resolve at their scores' scale, δ < RESOLVE · max|s| (e.g. δ = 1e-14 on O(1) logits):
+propagate exactly as the definition says (a band sum would make inf − inf), and rows with
+|s| ≥ 2^1000 (float64 score differences could overflow). So do rows whose δ does not resolve
+at their scores' scale, δ < RESOLVE · max|s| (e.g. δ = 1e-14 on O(1) logits):
 a band sum (Σs − s_i·Σ1)/(2δ) rounds like |s|/δ, where pairwise evaluates H per pair. δ = 0
 (the step) has no such division.
 """
@@ -109,8 +110,9 @@ def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr:
     live = pos | ~(scores < smin - delta)          # not prunable (a NaN never prunes)
     finite = ~(live & ~torch.isfinite(scores)).any(1)
     take = finite & (n > 0)
+    span = torch.where(live, scores.abs(), torch.zeros_like(scores)).amax(1)
+    take &= span < 2.0 ** 1000          # no score difference can overflow a double
     if delta > 0:
-        span = torch.where(live, scores.abs(), torch.zeros_like(scores)).amax(1)
         take &= delta >= RESOLVE * span
     if backend == "cuda":   # rows whose positives do not fit the kernel's sort stay pairwise
         take &= n <= cuda_max_positives(scores.shape[1], scores.dtype)

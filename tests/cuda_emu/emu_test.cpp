@@ -79,6 +79,7 @@ struct Case {
   unsigned gx_cap;
   CudaTuning tuning;  // the SM count and knobs the launch shape is planned for
   bool buckets_only = false;  // a case for the bucketed rows: not run pairwise
+  double scale = 1.0;         // scores × scale (near DBL_MAX: those rows must stay pairwise)
 };
 
 const char* dtype_name(int d) {
@@ -127,7 +128,7 @@ int run_case(const Case& c, int seed, int alg) {
         q = std::ceil(q * 4) / 4;
       }
       if (c.trained && pos) s = 5 + 0.1 * s + 3 * q;  // negatives far below: prunable tiles
-      sv[r * L + j] = s;
+      sv[r * L + j] = s * c.scale;
       // Positives above pos_thr; negatives at or below it (soft negatives when pos_thr > 0).
       yv[r * L + j] = pos ? c.pos_thr + (1 - c.pos_thr) * q : c.pos_thr * ud(rng);
     }
@@ -266,6 +267,12 @@ int main() {
       {"b: f16",               kFloat16, 5,   300,  0.5,   false, true,  0,   0.15, false, false, false, N, small, true},
       {"b: bf16 exact",        kBFloat16,5,   300,  0.5,   true,  true,  0,   0.15, false, false, false, N, split, true},
       {"b: no grad",           kFloat32, 5,   300,  0.5,   true,  false, 0,   0.15, false, false, false, N, small, true},
+      // n ≈ 290 positives and ñ ≈ 2300 negatives in the random row: several sort entries and
+      // scan segments per thread, several search items per row (cross-CTA atomics).
+      {"b: n~290",             kFloat32, 3,   2600, 0.5,   false, true,  0,   0.11, false, false, false, 2, small, true},
+      {"b: n~290 exact ties",  kFloat64, 3,   2600, 0.5,   true,  true,  0,   0.11, true,  false, false, N, h100, true},
+      // Scores near DBL_MAX: differences would overflow a double; the rows stay pairwise.
+      {"b: huge f64",          kFloat64, 4,   300,  0.5,   false, true,  0,   0.15, false, false, false, N, small, true, 1e306},
   };
   // Every case runs pairwise and with the bucketed algorithm forced (rows that cannot take it
   // — a NaN, n past the sort's capacity — stay pairwise, as on the GPU), each against the CPU
