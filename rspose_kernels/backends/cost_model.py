@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import torch
 
+from . import accumulation_dtype
+
 # The C++ kernel uses the same bound (0x1p-20, csrc/cpu/rank_sort_cpu.cpp).
 RESOLVE = 2.0 ** -20
 
@@ -64,6 +66,11 @@ COSTS = {
     # go bucketed and the trained ones (ñ ≈ 0) stay pairwise.
     "cuda": CostModel(per_negative=4.0, per_positive=16.0, positive_pairs=1.0,
                       bucketed_positive_pairs=1.0),
+    # NOT MEASURED YET either: the Triton twin of the CUDA bucketed path
+    # (backends/triton_bucketed.py: the same hybrid, P×P positive terms kept), so the CUDA
+    # values until bench/run.py times both on a GPU.
+    "triton": CostModel(per_negative=4.0, per_positive=16.0, positive_pairs=1.0,
+                        bucketed_positive_pairs=1.0),
 }
 
 
@@ -116,6 +123,10 @@ def plan_rows(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr:
         take &= delta >= RESOLVE * span
     if backend == "cuda":   # rows whose positives do not fit the kernel's sort stay pairwise
         take &= n <= cuda_max_positives(scores.shape[1], scores.dtype)
+    if backend == "triton":   # ... likewise, and float64 rows are pairwise there
+        from . import triton_bucketed as tb
+        take &= n <= tb.max_positives(scores.shape[1])
+        take &= tb.supports(accumulation_dtype(scores.dtype))
     if algorithm == "auto":
         # The torch pairwise code evaluates every negative: its ñ is L − n.
         nn = (~pos).sum(1) if backend == "torch" else (live & ~pos).sum(1)

@@ -42,7 +42,9 @@ import torch
 import triton
 import triton.language as tl
 
+from . import cost_model
 from . import sm_count as _sm_count
+from . import triton_bucketed as tb
 
 EPS = 1e-10
 _EPS = tl.constexpr(EPS)    # the ε of SPEC §2, as the kernels see it
@@ -73,6 +75,12 @@ def _step(x, half_inv, DELTA_ZERO: tl.constexpr):
 
 
 @triton.jit
+def _f64(x):
+    """A scalar argument (float32 on the GPU, a Python float in the interpreter) as float64."""
+    return x + tl.zeros([], tl.float64)
+
+
+@triton.jit
 def _in_ramp(x, delta):
     """[|x| < δ] = 2δ·H'(x); multiplied (not selected) into sums so NaN coefficients spread."""
     return (tl.abs(x) < delta).to(x.dtype)
@@ -92,10 +100,11 @@ def _div(a, b):
 # ----------------------------------------------------------------------------- kernels
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["algorithm", "max_pos"])
 def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr, nkeep_ptr,
-                    L, pos_thr, delta,
-                    BLOCK: tl.constexpr, WRITE_GRAD: tl.constexpr):
+                    bsel_ptr, L, pos_thr, delta, algorithm, max_pos,
+                    cost_neg, cost_pos, cost_pp, cost_bpp,
+                    BLOCK: tl.constexpr, WRITE_GRAD: tl.constexpr, CHOOSE: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     acc_ty = plab_ptr.dtype.element_ty
@@ -122,6 +131,8 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
     # Sweep 2: positives to slots [0, n), unpruned negatives to [n, n + n_keep).
     p_run = n * 0
     k_run = n * 0
+    span = tl.zeros([BLOCK], acc_ty)            # max |s| over the live elements
+    nonfinite = tl.zeros([BLOCK], tl.int32)     # a live score is NaN or ±inf
     for t0 in range(0, L, BLOCK):
         offs = t0 + lanes
         inb = offs < L
@@ -142,17 +153,43 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
                      mask=inb & (live == 0))
         p_run += tl.sum(pos_i, 0)
         k_run += tl.sum(keep_i, 0)
+        if CHOOSE:
+            mag = tl.abs(s)
+            span = tl.maximum(span, tl.where(live & (mag == mag), mag, 0.0))
+            nonfinite = tl.maximum(nonfinite, (live & ((mag < float("inf")) == 0)).to(tl.int32))
     tl.store(npos_ptr + row, n)
-    tl.store(nkeep_ptr + row, k_run)
+    if CHOOSE:
+        # The row's algorithm (SPEC §5b), chosen here from its counts (no host sync), by the
+        # rules of the CUDA compact_kernel: bucketed when forced (algorithm 1) or preferred by
+        # the cost model (2, cost_model.prefers_bucketed with the constants passed), provided
+        # its live scores are finite, δ resolves at their scale (δ ≥ 2^-20·max|s|) and its
+        # positives fit the sort (n ≤ max_pos). A bucketed row gets bsel = its kept negatives
+        # and nkeep = 0 (pass A / pass B then sweep its positives only); others bsel = −1.
+        bad = tl.max(nonfinite, 0) > 0
+        resolves = (delta == 0.0) | (_f64(delta)
+                                     >= tl.max(span, 0).to(tl.float64) * (2.0 ** -20))
+        nf = n.to(tl.float64)
+        kf = k_run.to(tl.float64)
+        steps = tl.log2(2.0 * tl.maximum(n, 1).to(tl.float32)).to(tl.float64)
+        pairwise = nf * (kf + _f64(cost_pp) * nf)
+        bucketed = (steps * (_f64(cost_neg) * kf + _f64(cost_pos) * nf)
+                    + _f64(cost_bpp) * nf * nf)
+        prefers = (n >= 2) & (pairwise > bucketed)
+        take = (n > 0) & (n <= max_pos) & (bad == 0) & resolves & ((algorithm == 1) | prefers)
+        tl.store(bsel_ptr + row, tl.where(take, k_run, -1))
+        tl.store(nkeep_ptr + row, tl.where(take, 0, k_run))
+    else:
+        tl.store(nkeep_ptr + row, k_run)
 
 
 # L and the block counts are not specialised (divisibility, == 1): the row's positive and
 # negative segments start at arbitrary offsets anyway, and each new value would cost a JIT.
-@triton.jit(do_not_specialize=["L", "NBP"])
+@triton.jit(do_not_specialize=["L", "NBP", "NP"])
 def _pass_a_kernel(key_ptr, plab_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
-                   L, NBP, delta, half_inv,
+                   bsel_ptr, fb_ptr, fbd_ptr, L, NBP, NP, delta, half_inv,
                    BP: tl.constexpr, BL: tl.constexpr, BL2: tl.constexpr,
-                   DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr):
+                   DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr,
+                   BUCKETS: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     plane = L.to(tl.int64)     # every k·L offset in int64 (6·M·L may pass 2^31)
     base = row * plane
@@ -186,6 +223,17 @@ def _pass_a_kernel(key_ptr, plab_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
                 fp_ramp2 += tl.where(j_ok, _in_ramp(x, delta), 0.0)
         fp_count = tl.sum(fp2, 1)
         fp_ramp = tl.sum(fp_ramp2, 1)
+        if BUCKETS:
+            # A bucketed row (nkeep = 0 above): F_i and F'_i's band count come from
+            # triton_bucketed's histogram instead.
+            bucketed = (i * 0 + tl.load(bsel_ptr + row)) >= 0     # per lane, for the mask
+            b_ok = i_ok & bucketed
+            fp_count = tl.where(bucketed, tl.load(fb_ptr + row * NP + i, mask=b_ok, other=0.0),
+                                fp_count)
+            if EXACT:
+                fp_ramp = tl.where(bucketed,
+                                   tl.load(fbd_ptr + row * NP + i, mask=b_ok, other=0.0),
+                                   fp_ramp)
 
         # Positives (j = i included): T, Z, C, D and their H' sums, in [BP, BL2] registers
         # reduced once at the end (a reduction per tile would cost more shuffles than math).
@@ -373,6 +421,8 @@ class Blocks:
     b_pos_pos: int = 32     # pass B: positives per tile against a positive block
     warps: int = 4
     programs: int | None = None
+    bucket_chunk: int = 1024    # bucketed rows: negatives per search / gradient chunk
+    bucket_tile: int = 1024     # bucketed rows: tile of the per-row scans
 
 
 def default_blocks(length: int, acc_dtype: torch.dtype = torch.float32) -> Blocks:
@@ -412,9 +462,30 @@ def _programs_per_row(m: int, blocks_per_row: int, sms: int, override) -> int:
     return max(1, min(blocks_per_row, triton.cdiv(32 * sms, max(m, 1)), 16384))
 
 
-def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, *,
+_ALGORITHM_CODE = {"pairwise": 0, "bucketed": 1, "auto": 2}   # csrc's Algorithm enum
+
+
+def _choice_args(algorithm: str, length: int, acc: torch.dtype):
+    """The compaction's choice arguments: (algorithm code, capacity, cost constants)."""
+    cost = cost_model.COSTS["triton"]
+    return (_ALGORITHM_CODE[algorithm], tb.max_positives(length), float(cost.per_negative),
+            float(cost.per_positive), float(cost.positive_pairs),
+            float(cost.bucketed_positive_pairs))
+
+
+def _takes_buckets(algorithm: str, acc: torch.dtype) -> bool:
+    # float64 rows stay pairwise here (triton_bucketed.py: they do not pack into a sort key).
+    if algorithm not in _ALGORITHM_CODE:
+        raise ValueError(f"algorithm: expected one of {list(_ALGORITHM_CODE)}, got {algorithm!r}")
+    return algorithm != "pairwise" and tb.supports(acc)
+
+
+def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise", *,
                    blocks: Blocks | None = None):
-    """The backend contract of rspose_kernels.backends; ``blocks`` overrides the tiles (tests)."""
+    """The backend contract of rspose_kernels.backends; ``blocks`` overrides the tiles (tests).
+
+    ``algorithm`` "bucketed" / "auto": rows chosen on the device take triton_bucketed's
+    positive-negative terms; "pairwise" launches exactly the three pairwise kernels."""
     delta = float(delta)
     if exact and not delta > 0:
         raise ValueError(f"delta: the exact gradient needs delta > 0, got {delta}")
@@ -448,17 +519,29 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, *,
     coef = torch.empty((m, n_coef, length) if need_grad else (1,), dtype=acc, device=dev)
     grad_arg = grad if need_grad else part     # never written when need_grad is False
 
+    buckets = _takes_buckets(algorithm, acc)
+    ws = tb.workspace(m, length, exact, need_grad, dev) if buckets else None
+    choice = _choice_args(algorithm, length, acc) if buckets else (0, 0, 0.0, 0.0, 0.0, 0.0)
+    bucket_kw = dict(chunk=cfg.bucket_chunk, tile=cfg.bucket_tile, programs=cfg.programs)
+
     nw = cfg.warps
     sms = _multiprocessors(dev)
     with _on_device(dev):
         _compact_kernel[(m,)](
-            scores, labels, key, idx, plab, grad_arg, npos, nkeep, length, float(pos_thr), delta,
-            BLOCK=cfg.compact, WRITE_GRAD=need_grad, num_warps=cfg.compact_warps)
+            scores, labels, key, idx, plab, grad_arg, npos, nkeep,
+            ws.bsel if buckets else npos, length, float(pos_thr), delta, *choice,
+            BLOCK=cfg.compact, WRITE_GRAD=need_grad, CHOOSE=buckets,
+            num_warps=cfg.compact_warps)
+        if buckets:
+            tb.launch_histogram(ws, key, npos, m, length, delta, exact, sms=sms, **bucket_kw)
         ga = _programs_per_row(m, nbp, sms, cfg.programs)
         _pass_a_kernel[(m, ga)](
-            key, plab, coef, part, npos, nkeep, length, nbp, delta, half_inv,
+            key, plab, coef, part, npos, nkeep, ws.bsel if buckets else npos,
+            ws.fb if buckets else key, ws.fbd if buckets else key, length, nbp,
+            ws.np_ if buckets else 0, delta, half_inv,
             BP=cfg.a_pos, BL=cfg.a_neg, BL2=cfg.a_pp,
-            DELTA_ZERO=delta_zero, EXACT=exact, NEED_GRAD=need_grad, num_warps=nw)
+            DELTA_ZERO=delta_zero, EXACT=exact, NEED_GRAD=need_grad, BUCKETS=buckets,
+            num_warps=nw)
         if need_grad:
             nbn = _programs_per_row(m, triton.cdiv(length, cfg.b_neg), sms, cfg.programs)
             nbj = _programs_per_row(m, triton.cdiv(length, cfg.b_pos), sms, cfg.programs)
@@ -469,7 +552,35 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, *,
             length, nbp, nbn, delta, half_inv,
             BPA=cfg.a_pos, FB=64, BN=cfg.b_neg, BNI=cfg.b_neg_pos, BJ=cfg.b_pos, BJI=cfg.b_pos_pos,
             DELTA_ZERO=delta_zero, EXACT=exact, NEED_GRAD=need_grad, num_warps=nw)
+        if buckets and need_grad:
+            tb.launch_gradient(ws, key, idx, npos, coef, grad, m, length, delta, exact, sms=sms,
+                               **bucket_kw)
     return rank, sort, npos, grad
+
+
+def bucketed_rows(scores, labels, delta, pos_thr, algorithm="auto", *,
+                  blocks: Blocks | None = None):
+    """Bool [M]: the rows ``rank_sort_rows(..., algorithm=algorithm)`` computes bucketed, as
+    its compaction chooses them on the device (tests and the benchmark's reports)."""
+    scores = scores.contiguous()
+    labels = labels.contiguous()
+    m, length = scores.shape
+    acc = labels.dtype
+    if m == 0 or length == 0 or not _takes_buckets(algorithm, acc):
+        return torch.zeros(m, dtype=torch.bool, device=scores.device)
+    cfg = blocks or default_blocks(length, acc)
+    key = torch.empty((m, length), dtype=acc, device=scores.device)
+    plab = torch.empty_like(key)
+    idx = torch.empty((m, length), dtype=torch.int32, device=scores.device)
+    npos = torch.empty(m, dtype=torch.int32, device=scores.device)
+    nkeep = torch.empty_like(npos)
+    bsel = torch.empty_like(npos)
+    with _on_device(scores.device):
+        _compact_kernel[(m,)](
+            scores, labels, key, idx, plab, key, npos, nkeep, bsel, length, float(pos_thr),
+            float(delta), *_choice_args(algorithm, length, acc), BLOCK=cfg.compact,
+            WRITE_GRAD=False, CHOOSE=True, num_warps=cfg.compact_warps)
+    return bsel >= 0
 
 
 def row_stats(scores, labels, delta, pos_thr, *, blocks: Blocks | None = None):
@@ -492,8 +603,9 @@ def row_stats(scores, labels, delta, pos_thr, *, blocks: Blocks | None = None):
     idx = torch.empty((m, length), dtype=torch.int32, device=scores.device)
     with _on_device(scores.device):
         _compact_kernel[(m,)](
-            scores, labels, key, idx, plab, key, npos, nkeep, length, float(pos_thr),
-            float(delta), BLOCK=cfg.compact, WRITE_GRAD=False, num_warps=cfg.compact_warps)
+            scores, labels, key, idx, plab, key, npos, nkeep, npos, length, float(pos_thr),
+            float(delta), 0, 0, 0.0, 0.0, 0.0, 0.0, BLOCK=cfg.compact, WRITE_GRAD=False,
+            CHOOSE=False, num_warps=cfg.compact_warps)
     return npos, nkeep
 
 
