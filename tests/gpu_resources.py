@@ -54,6 +54,12 @@ MODES = {  # name -> (delta, exact, need_grad)
     "hard-forward": (0.0, False, False),
 }
 DTYPES = ("float16", "bfloat16", "float32", "float64")
+# Every call is recorded with both: "auto" launches the bucketed kernels as well (the choice
+# is the device's, so a launch cannot depend on the data; "bucketed" compiles the same).
+ALGORITHMS = ("pairwise", "auto")
+TRITON_KERNELS = ("_compact_kernel", "_pass_a_kernel", "_pass_b_kernel")
+TRITON_BUCKET_KERNELS = ("_bucket_prep_kernel", "_bucket_search_kernel", "_bucket_scan_kernel",
+                         "_bucket_coef_kernel", "_bucket_grad_kernel")
 
 
 def spec_calls():
@@ -74,12 +80,22 @@ def spec_calls():
 def record_triton_launches(sms: int):
     """Every launch the launcher makes at the SPEC calls, dtypes and modes, on ``sms`` SMs."""
     import torch
+    import rspose_kernels.backends.triton_bucketed as tb
     import rspose_kernels.backends.triton_kernels as tk
     from rspose_kernels.backends import accumulation_dtype
 
     if tk._INTERPRETED:
         raise RuntimeError("TRITON_INTERPRET is on: the kernels are not JIT functions")
     launches = []
+    stand_in = {}
+
+    def small(a):
+        # A launch's tensors specialise by dtype and 16-byte alignment only (every tensor here
+        # is a fresh, aligned allocation): keep a one-element one of the same dtype, not the
+        # call's [M, L] buffers, so the recorded launches do not hold gigabytes.
+        if isinstance(a, torch.Tensor):
+            return stand_in.setdefault(a.dtype, torch.empty(1, dtype=a.dtype))
+        return a
 
     class Recorder:
         def __init__(self, fn):
@@ -87,14 +103,16 @@ def record_triton_launches(sms: int):
 
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                launches.append((self.fn, tuple(grid), args, kwargs, context))
+                assert all(a.data_ptr() % 16 == 0 for a in args if isinstance(a, torch.Tensor))
+                launches.append((self.fn, tuple(grid), tuple(map(small, args)), kwargs, context))
             return launch
 
-    kernels = {n: getattr(tk, n) for n in ("_compact_kernel", "_pass_a_kernel", "_pass_b_kernel")}
+    kernels = [(tk, n) for n in TRITON_KERNELS] + [(tb, n) for n in TRITON_BUCKET_KERNELS]
+    saved = {(mod, n): getattr(mod, n) for mod, n in kernels}
     saved_sms = tk._multiprocessors
     try:
-        for n, fn in kernels.items():
-            setattr(tk, n, Recorder(fn))
+        for (mod, n), fn in saved.items():
+            setattr(mod, n, Recorder(fn))
         tk._multiprocessors = lambda device: sms
         for what, m, length in spec_calls():
             for dt in DTYPES:
@@ -102,15 +120,25 @@ def record_triton_launches(sms: int):
                 s = torch.empty(m, length, dtype=dtype)
                 y = torch.empty(m, length, dtype=accumulation_dtype(dtype))
                 for mode, (delta, exact, need_grad) in MODES.items():
-                    context = f"{what} {dt} {mode}"
-                    tk.rank_sort_rows(s, y, delta, 0.0, exact, need_grad)
+                    for algorithm in ALGORITHMS:
+                        context = f"{what} {dt} {mode} {algorithm}"
+                        tk.rank_sort_rows(s, y, delta, 0.0, exact, need_grad, algorithm)
                 context = f"{what} {dt} row_stats"
                 tk.row_stats(s, y, 0.5, 0.0)
     finally:
-        for n, fn in kernels.items():
-            setattr(tk, n, fn)
+        for (mod, n), fn in saved.items():
+            setattr(mod, n, fn)
         tk._multiprocessors = saved_sms
     return launches
+
+
+def triton_launches_per_call(dtype: str, need_grad: bool, algorithm: str) -> int:
+    """Kernels one rank_sort_rows call launches: the three pairwise ones, plus (rows that may
+    go bucketed: "auto" on a float32 accumulation) the histogram's three and, with a
+    gradient, the bucketed negatives' two."""
+    if algorithm == "pairwise" or dtype == "float64":
+        return 3
+    return 6 + (2 if need_grad else 0)
 
 
 def specialise(launch, target):

@@ -48,12 +48,14 @@ def _check_fits(k, arch, spill_ok=0):
 
 def test_every_triton_launch_compiles_for_sm80_and_sm90(report):
     rep = report["triton"]
-    # Every (call, dtype, mode) and row_stats, recorded once per target, with 3 kernels per
-    # rank_sort_rows call and 1 per row_stats call.
-    per_target = len(gr.spec_calls()) * len(gr.DTYPES) * (3 * len(gr.MODES) + 1)
+    # Every (call, dtype, mode, algorithm) and row_stats, recorded once per target, with the
+    # kernels each rank_sort_rows call launches and 1 per row_stats call.
+    per_call = sum(gr.triton_launches_per_call(dt, need_grad, alg) for dt in gr.DTYPES
+                   for _, _, need_grad in gr.MODES.values() for alg in gr.ALGORITHMS)
+    per_target = len(gr.spec_calls()) * (per_call + len(gr.DTYPES))
     assert rep["launches"] == per_target * len(gr.TARGETS)
     kinds = {(v["kernel"], v["arch"]) for v in rep["variants"]}
-    assert kinds == {(k, a) for k in ("_compact_kernel", "_pass_a_kernel", "_pass_b_kernel")
+    assert kinds == {(k, a) for k in gr.TRITON_KERNELS + gr.TRITON_BUCKET_KERNELS
                      for a in gr.TARGETS}
     for v in rep["variants"]:
         # One exception, measured: triton 3.6 keeps one 4-byte value of pass A's float64
@@ -76,6 +78,17 @@ def test_triton_variants_cover_every_mode_and_dtype(report):
     score_types = {v["signature"]["s_ptr"] for v in report["triton"]["variants"]
                    if v["kernel"] == "_compact_kernel"}
     assert score_types == {"*fp16", "*bf16", "*fp32", "*fp64"}
+    # The bucketed rows' kernels (float32 accumulation only), in every mode they have.
+    for arch in gr.TARGETS:
+        for exact, hard in [(False, False), (True, False), (False, True)]:
+            for k in ("_bucket_scan_kernel", "_bucket_grad_kernel"):
+                assert (k, arch, exact, True, hard) in {
+                    (v["kernel"], v["arch"], v["constexprs"].get("EXACT"), True,
+                     v["constexprs"].get("HARD")) for v in report["triton"]["variants"]}
+            assert (("_pass_a_kernel", arch, exact, True, hard) in {
+                (v["kernel"], v["arch"], v["constexprs"].get("EXACT"),
+                 v["constexprs"].get("BUCKETS"), v["constexprs"].get("DELTA_ZERO"))
+                for v in report["triton"]["variants"]})
 
 
 def test_cuda_kernels_fit_sm80_and_sm90(report):

@@ -138,41 +138,48 @@ def _bucket_prep_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, sorder_
         tl.store(sorder_ptr + pr + k, slot, mask=k_ok)
         tl.store(su_ptr + pr + k, u, mask=k_ok)
         d = delta + tl.zeros([], tl.float64)
-        if HARD:
-            # δ = 0: the keys are u itself, and a negative equal to u_k counts (H(0) = 1).
-            tl.store(bkey_ptr + kr + k, u, mask=k_ok)
-            tl.store(ql_ptr + pr + k, k + 1, mask=k_ok)
-            tl.store(qh_ptr + pr + k, k + 1, mask=k_ok)
-        else:
-            tl.debug_barrier()     # su is read back by every lane below
-            lo = _next_up(u - d)
-            hi = u + d
-            # Merge of the ascending lo and hi lists, lo first on ties: lo_k lands after
-            # the hi keys strictly below it, hi_k after the lo keys at or below it.
-            c_lo = tl.zeros([NPB], tl.int32)
-            c_hi = tl.zeros([NPB], tl.int32)
-            for t in tl.static_range(LOGP):
-                half = 1 << (LOGP - 1 - t)
-                cand = c_lo + half
-                ok = k_ok & (cand <= n)
-                x = tl.load(su_ptr + pr + cand - 1, mask=ok, other=0.0)
-                c_lo = tl.where(ok & (x + d < lo), cand, c_lo)
-                cand = c_hi + half
-                ok = k_ok & (cand <= n)
-                x = tl.load(su_ptr + pr + cand - 1, mask=ok, other=0.0)
-                c_hi = tl.where(ok & (_next_up(x - d) <= hi), cand, c_hi)
-            at_lo = k + c_lo
-            at_hi = k + c_hi
-            tl.store(bkey_ptr + kr + at_lo, lo, mask=k_ok)
-            tl.store(bkey_ptr + kr + at_hi, hi, mask=k_ok)
-            tl.store(ql_ptr + pr + k, at_lo + 1, mask=k_ok)
-            tl.store(qh_ptr + pr + k, at_hi + 1, mask=k_ok)
-            # lob[q]: lo keys among the first q merged keys (the CPU's prefix count).
-            tl.store(lob_ptr + kr + at_lo + 1, k + 1, mask=k_ok)
-            tl.store(lob_ptr + kr + at_hi + 1, at_hi - k, mask=k_ok)
+        lanes = tl.arange(0, BT)
+        tl.debug_barrier()     # su is read back below, by other lanes
+        # In tiles of sorted positions (the NPB-wide vectors above are the sort's alone).
+        for p0 in range(0, n, BT):
+            p = p0 + lanes
+            ok_k = p < n
+            v = tl.load(su_ptr + pr + p, mask=ok_k, other=0.0)
+            if HARD:
+                # δ = 0: the keys are the scores, and a negative equal to u_k counts (H(0) = 1).
+                tl.store(bkey_ptr + kr + p, v, mask=ok_k)
+                tl.store(ql_ptr + pr + p, p + 1, mask=ok_k)
+                tl.store(qh_ptr + pr + p, p + 1, mask=ok_k)
+            else:
+                lo = _next_up(v - d)
+                hi = v + d
+                # Merge of the ascending lo and hi lists, lo first on ties: lo_k lands after
+                # the hi keys strictly below it, hi_k after the lo keys at or below it; each
+                # count is a branchless binary search (a static number of gathers).
+                c_lo = tl.zeros([BT], tl.int32)
+                c_hi = tl.zeros([BT], tl.int32)
+                for t in tl.static_range(LOGP):
+                    half = 1 << (LOGP - 1 - t)
+                    cand = c_lo + half
+                    ok = ok_k & (cand <= n)
+                    x = tl.load(su_ptr + pr + cand - 1, mask=ok, other=0.0)
+                    c_lo = tl.where(ok & (x + d < lo), cand, c_lo)
+                    cand = c_hi + half
+                    ok = ok_k & (cand <= n)
+                    x = tl.load(su_ptr + pr + cand - 1, mask=ok, other=0.0)
+                    c_hi = tl.where(ok & (_next_up(x - d) <= hi), cand, c_hi)
+                at_lo = p + c_lo
+                at_hi = p + c_hi
+                tl.store(bkey_ptr + kr + at_lo, lo, mask=ok_k)
+                tl.store(bkey_ptr + kr + at_hi, hi, mask=ok_k)
+                tl.store(ql_ptr + pr + p, at_lo + 1, mask=ok_k)
+                tl.store(qh_ptr + pr + p, at_hi + 1, mask=ok_k)
+                # lob[q]: lo keys among the first q merged keys (the CPU's prefix count).
+                tl.store(lob_ptr + kr + at_lo + 1, p + 1, mask=ok_k)
+                tl.store(lob_ptr + kr + at_hi + 1, at_hi - p, mask=ok_k)
+        if not HARD:
             tl.store(lob_ptr + kr, 0)
         # The fixed point of this row's Σ s: from the largest |s − off| over its negatives.
-        lanes = tl.arange(0, BT)
         vmax = tl.zeros([BT], tl.float64)
         for t0 in range(0, nn, BT):
             j = t0 + lanes
@@ -403,6 +410,12 @@ def workspace(m: int, length: int, exact: bool, need_grad: bool, device) -> Work
         pre=e((m, 2, np_ + 1) if need_grad else (1,), f64), np_=np_, nk=nk)
 
 
+def _sort_warps(npb: int) -> int:
+    # tl.sort holds the whole block in registers: ≤ 8 int64 keys per thread (4096 keys in
+    # 4 warps spilled 1.6 KB on sm_80 and took minutes in ptxas).
+    return max(4, min(16, npb // 256))
+
+
 def _programs(m: int, chunks: int, sms: int, override) -> int:
     # As triton_kernels._programs_per_row: ~32 programs per SM in all.
     if override is not None:
@@ -418,7 +431,7 @@ def launch_histogram(ws: Workspace, key, npos, m: int, length: int, delta: float
     _bucket_prep_kernel[(m,)](
         key, npos, ws.bsel, ws.boff, ws.bfix, ws.sorder, ws.su, ws.ql, ws.qh, ws.bkey, ws.lob,
         ws.hcnt, ws.hsum, length, ws.np_, ws.nk, delta,
-        NPB=npb, LOGP=_log2(npb + 1), BT=tile, HARD=hard, num_warps=4)
+        NPB=npb, LOGP=_log2(npb + 1), BT=tile, HARD=hard, num_warps=_sort_warps(npb))
     g = _programs(m, triton.cdiv(length, chunk), sms, programs)
     _bucket_search_kernel[(m, g)](
         key, npos, ws.bsel, ws.boff, ws.bfix, ws.bkey, ws.hcnt, ws.hsum, ws.qneg, length, ws.nk,
