@@ -164,3 +164,37 @@ def test_launches(device, monkeypatch):
     assert log == ["compact", "bucket_prep", "bucket_search", "bucket_scan", "pass_a", "pass_b"]
     with pytest.raises(ValueError, match="algorithm"):
         tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True, "fast")
+
+
+# ---------------------------------------------------------------------------- GPU only
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or tk._INTERPRETED,
+                               reason="needs a GPU and compiled kernels")
+
+
+@cuda_only
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", ["vitpose", "hires", "large"])
+def test_spec_shapes_match_torch_on_gpu(shape):
+    from rspose_kernels.testing import shape_case
+    pred, target, _ = shape_case(shape, regime="init", seed=27, device="cuda")
+    scores, labels = pred.flatten(2).flatten(0, 1)[:8], target.flatten(2).flatten(0, 1)[:8]
+    assert tk.bucketed_rows(scores, labels, 0.5, 0.0, "auto").any()
+    for delta, exact in MODES:
+        _check(scores, labels, delta, exact, "auto",
+               tk.bucketed_rows(scores, labels, delta, 0.0, "auto").tolist(), blocks=None)
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_no_host_sync_on_gpu():
+    scores, labels = random_rows(16, 3072, seed=28, pos_frac=0.05, device="cuda")
+    want = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True, "bucketed")   # compiles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True, "bucketed")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -20,6 +20,12 @@ Every sum, coefficient and threshold is the one of docs/MATH.md. One call launch
    ``Σ_i H'(x_ij) ∂F_i``); the others walk blocks of positives and stream all positives (the
    P×P part with its self term). Each writes ``g / n`` to the element's original index.
 
+With ``algorithm="bucketed"`` or ``"auto"`` (float32 accumulation; float64 rows stay
+pairwise), the compaction also chooses each row's algorithm on the device (SPEC §5b, the
+rules of the CUDA backend) and gives a bucketed row ``n_keep = 0``, so the passes above sweep
+only its positives; triton_bucketed.py's kernels supply its F (F') to pass A and its
+negatives' gradient after pass B. ``"pairwise"`` launches the three kernels above only.
+
 Every output element is written by exactly one program and every sum is reduced in a fixed
 order: no atomics, bitwise-identical results run after run. The grid depends on M, L and
 the SM count only; which program handles a block never changes its arithmetic, so results do
