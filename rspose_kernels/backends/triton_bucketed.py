@@ -111,8 +111,9 @@ def _pow2(e):
 def _bucket_prep_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, sorder_ptr, su_ptr,
                         ql_ptr, qh_ptr, bkey_ptr, lob_ptr, hcnt_ptr, hsum_ptr,
                         L, NP, NK, delta,
-                        NPB: tl.constexpr, LOGP: tl.constexpr, BT: tl.constexpr,
-                        HARD: tl.constexpr):
+                        NPB: tl.constexpr, LOGP: tl.constexpr, BT: tl.constexpr):
+    # δ = 0 is a branch on the scalar, not a constexpr: this kernel's tl.sort makes it the
+    # slowest to compile (tests/test_gpu_compile.py), and the branch costs nothing.
     row = tl.program_id(0).to(tl.int64)
     nn = tl.load(bsel_ptr + row)
     if nn >= 0:    # a bucketed row (uniform over the program)
@@ -145,7 +146,7 @@ def _bucket_prep_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, sorder_
             p = p0 + lanes
             ok_k = p < n
             v = tl.load(su_ptr + pr + p, mask=ok_k, other=0.0)
-            if HARD:
+            if delta == 0.0:
                 # δ = 0: the keys are the scores, and a negative equal to u_k counts (H(0) = 1).
                 tl.store(bkey_ptr + kr + p, v, mask=ok_k)
                 tl.store(ql_ptr + pr + p, p + 1, mask=ok_k)
@@ -177,8 +178,7 @@ def _bucket_prep_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, sorder_
                 # lob[q]: lo keys among the first q merged keys (the CPU's prefix count).
                 tl.store(lob_ptr + kr + at_lo + 1, p + 1, mask=ok_k)
                 tl.store(lob_ptr + kr + at_hi + 1, at_hi - p, mask=ok_k)
-        if not HARD:
-            tl.store(lob_ptr + kr, 0)
+        tl.store(lob_ptr + kr, 0)
         # The fixed point of this row's Σ s: from the largest |s − off| over its negatives.
         vmax = tl.zeros([BT], tl.float64)
         for t0 in range(0, nn, BT):
@@ -192,7 +192,7 @@ def _bucket_prep_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, sorder_
         tl.store(bfix_ptr + 2 * row, _pow2(ex - 62))
         tl.store(bfix_ptr + 2 * row + 1, _pow2(62 - ex))
         tl.store(boff_ptr + row, off)
-        nk = n if HARD else 2 * n
+        nk = tl.where(delta == 0.0, n, 2 * n)
         for q0 in range(0, nk + 2, BT):
             q = q0 + lanes
             tl.store(hcnt_ptr + kr + q, tl.zeros([BT], tl.int32), mask=q < nk + 2)
@@ -431,7 +431,7 @@ def launch_histogram(ws: Workspace, key, npos, m: int, length: int, delta: float
     _bucket_prep_kernel[(m,)](
         key, npos, ws.bsel, ws.boff, ws.bfix, ws.sorder, ws.su, ws.ql, ws.qh, ws.bkey, ws.lob,
         ws.hcnt, ws.hsum, length, ws.np_, ws.nk, delta,
-        NPB=npb, LOGP=_log2(npb + 1), BT=tile, HARD=hard, num_warps=_sort_warps(npb))
+        NPB=npb, LOGP=_log2(npb + 1), BT=tile, num_warps=_sort_warps(npb))
     g = _programs(m, triton.cdiv(length, chunk), sms, programs)
     _bucket_search_kernel[(m, g)](
         key, npos, ws.bsel, ws.boff, ws.bfix, ws.bkey, ws.hcnt, ws.hsum, ws.qneg, length, ws.nk,
