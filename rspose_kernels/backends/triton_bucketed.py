@@ -412,8 +412,14 @@ def workspace(m: int, length: int, exact: bool, need_grad: bool, device) -> Work
 
 def _sort_warps(npb: int) -> int:
     # tl.sort holds the whole block in registers: ≤ 8 int64 keys per thread (4096 keys in
-    # 4 warps spilled 1.6 KB on sm_80 and took minutes in ptxas).
-    return max(4, min(16, npb // 256))
+    # 4 warps spilled 1.6 KB on sm_80 and took minutes in ptxas); at least 8 warps, so that
+    # the merge tiles (1024) are 4 per thread (8 spilled 4 bytes under triton 3.6).
+    return max(8, min(16, npb // 256))
+
+
+# Warps of the per-negative kernels: 1024-element chunks, 4 per thread (8 spilled 4 bytes in
+# the search kernel under triton 3.6 on sm_80).
+_CHUNK_WARPS = 8
 
 
 def _programs(m: int, chunks: int, sms: int, override) -> int:
@@ -435,7 +441,7 @@ def launch_histogram(ws: Workspace, key, npos, m: int, length: int, delta: float
     g = _programs(m, triton.cdiv(length, chunk), sms, programs)
     _bucket_search_kernel[(m, g)](
         key, npos, ws.bsel, ws.boff, ws.bfix, ws.bkey, ws.hcnt, ws.hsum, ws.qneg, length, ws.nk,
-        BS=chunk, LOGK=_log2(2 * npb + 1), HARD=hard, num_warps=4)
+        BS=chunk, LOGK=_log2(2 * npb + 1), HARD=hard, num_warps=_CHUNK_WARPS)
     _bucket_scan_kernel[(m,)](
         npos, ws.bsel, ws.bfix, ws.sorder, ws.su, ws.ql, ws.qh, ws.hcnt, ws.hsum, ws.fb, ws.fbd,
         ws.np_, ws.nk, delta, BT=tile, HARD=hard, EXACT=exact, num_warps=4)
@@ -452,4 +458,4 @@ def launch_gradient(ws: Workspace, key, idx, npos, coef, grad, m: int, length: i
     g = _programs(m, triton.cdiv(length, chunk), sms, programs)
     _bucket_grad_kernel[(m, g)](
         key, idx, npos, ws.bsel, ws.boff, ws.lob, ws.qneg, ws.pre, grad, length, ws.np_, ws.nk,
-        delta, BS=chunk, HARD=hard, EXACT=exact, num_warps=4)
+        delta, BS=chunk, HARD=hard, EXACT=exact, num_warps=_CHUNK_WARPS)

@@ -137,8 +137,8 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
     # Sweep 2: positives to slots [0, n), unpruned negatives to [n, n + n_keep).
     p_run = n * 0
     k_run = n * 0
-    span = tl.zeros([BLOCK], acc_ty)            # max |s| over the live elements
-    nonfinite = tl.zeros([BLOCK], tl.int32)     # a live score is NaN or ±inf
+    span = tl.max(tl.zeros([BLOCK], acc_ty), 0)           # max |s| over the live elements
+    nonfinite = tl.max(tl.zeros([BLOCK], tl.int32), 0)    # a live score is NaN or ±inf
     for t0 in range(0, L, BLOCK):
         offs = t0 + lanes
         inb = offs < L
@@ -160,9 +160,11 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
         p_run += tl.sum(pos_i, 0)
         k_run += tl.sum(keep_i, 0)
         if CHOOSE:
+            # Reduced per tile: two [BLOCK] accumulators spilled under triton 3.6.
             mag = tl.abs(s)
-            span = tl.maximum(span, tl.where(live & (mag == mag), mag, 0.0))
-            nonfinite = tl.maximum(nonfinite, (live & ((mag < float("inf")) == 0)).to(tl.int32))
+            span = tl.maximum(span, tl.max(tl.where(live & (mag == mag), mag, 0.0), 0))
+            nonfinite = tl.maximum(nonfinite, tl.max(
+                (live & ((mag < float("inf")) == 0)).to(tl.int32), 0))
     tl.store(npos_ptr + row, n)
     if CHOOSE:
         # The row's algorithm (SPEC §5b), chosen here from its counts (no host sync), by the
@@ -171,9 +173,8 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
         # its live scores are finite, δ resolves at their scale (δ ≥ 2^-20·max|s|) and its
         # positives fit the sort (n ≤ max_pos). A bucketed row gets bsel = its kept negatives
         # and nkeep = 0 (pass A / pass B then sweep its positives only); others bsel = −1.
-        bad = tl.max(nonfinite, 0) > 0
-        resolves = (delta == 0.0) | (_f64(delta)
-                                     >= tl.max(span, 0).to(tl.float64) * (2.0 ** -20))
+        bad = nonfinite > 0
+        resolves = (delta == 0.0) | (_f64(delta) >= span.to(tl.float64) * (2.0 ** -20))
         nf = n.to(tl.float64)
         kf = k_run.to(tl.float64)
         steps = tl.log2(2.0 * tl.maximum(n, 1).to(tl.float32)).to(tl.float64)
