@@ -19,9 +19,9 @@ _MODULES = {
 # the one bench/run.py measures fastest; no GPU has measured it yet, so Triton (the backend
 # most users run, compiled for their GPU by Triton itself) comes first until one does, for
 # pairwise calls. A call that may take the bucketed algorithm (algorithm "auto", the default,
-# or "bucketed") goes to the first backend in this order that has it (SPEC §5b estimates it
-# 20-50x faster on the rows it takes), which on CUDA tensors is `cuda`: the Triton kernels are
-# pairwise only (see ALGORITHMS).
+# or "bucketed") goes to the first kernel backend in this order that has it (SPEC §5b
+# estimates it 20-50x faster on the rows it takes); both GPU backends have it (Triton for
+# float32 accumulation: its float64 rows stay pairwise, backends/triton_bucketed.py).
 AUTO_ORDER = {
     "cuda": ("triton", "cuda", "torch"),
     "cpu": ("cpu", "torch"),
@@ -36,7 +36,7 @@ ALGORITHMS = {
     "torch": ("pairwise", "bucketed"),
     "cpu": ("pairwise", "bucketed"),
     "cuda": ("pairwise", "bucketed"),
-    "triton": ("pairwise",),
+    "triton": ("pairwise", "bucketed"),   # bucketed for float32 accumulation only
 }
 ALGORITHM_NAMES = ("auto", "pairwise", "bucketed")
 

@@ -159,8 +159,11 @@ def test_instance_sort_checks_the_algorithm_before_any_work(algorithm, monkeypat
 
     monkeypatch.setattr(pose, "_max_with_index", boom)
     heatmaps, targets, weight = heatmap_case(2, 3, 8, 6, 1.0, seed=14)
-    # "bucketed" is an error on a pairwise-only backend: triton (interpreter) here.
-    backend = "torch" if algorithm == "bogus" else "triton"
+    # "bucketed" is an error on a pairwise-only backend: every backend has both now, so one
+    # is stood in.
+    from rspose_kernels import dispatch
+    monkeypatch.setitem(dispatch.ALGORITHMS, "torch", ("pairwise",))
+    backend = "torch"
     with pytest.raises(ValueError, match="algorithm"):
         rk.instance_sort_loss(heatmaps, targets, weight, backend=backend, algorithm=algorithm)
     with pytest.raises(ValueError, match="algorithm"):
@@ -305,12 +308,19 @@ def test_available_algorithms_and_errors():
     with pytest.raises(ValueError, match="algorithm"):
         rk.RSPoseLoss(algorithm="fast")
     if "triton" in rk.available_backends("cpu"):
-        assert rk.available_algorithms("triton") == ["pairwise"]
-        with pytest.raises(ValueError, match="algorithm: 'bucketed' is not implemented by the "
-                                             "'triton' backend"):
-            rk.rank_sort_loss(scores, labels, backend="triton", algorithm="bucketed")
-        # "auto" on a pairwise-only backend is pairwise
-        out = rk.rank_sort_loss(scores, labels, backend="triton", algorithm="auto")
+        assert rk.available_algorithms("triton") == ["pairwise", "bucketed"]
+        # A pairwise-only backend (stood in): "bucketed" is an error naming the backend,
+        # "auto" is pairwise.
+        from rspose_kernels import dispatch
+        saved = dispatch.ALGORITHMS["triton"]
+        dispatch.ALGORITHMS["triton"] = ("pairwise",)
+        try:
+            with pytest.raises(ValueError, match="algorithm: 'bucketed' is not implemented by "
+                                                 "the 'triton' backend"):
+                rk.rank_sort_loss(scores, labels, backend="triton", algorithm="bucketed")
+            out = rk.rank_sort_loss(scores, labels, backend="triton", algorithm="auto")
+        finally:
+            dispatch.ALGORITHMS["triton"] = saved
         ref = rk.rank_sort_loss(scores, labels, backend="torch", algorithm="pairwise")
         torch.testing.assert_close(out.loss, ref.loss, rtol=1e-4, atol=1e-6)
 
@@ -367,13 +377,18 @@ def test_cuda_cost_override(monkeypatch):
 
 
 def test_auto_backend_prefers_one_with_the_bucketed_algorithm(monkeypatch):
-    # On CUDA tensors, calls that may take the bucketed algorithm go to `cuda` (Triton's
-    # kernels are pairwise only); pairwise calls keep AUTO_ORDER. Checked with the device's
-    # backend list stood in (no GPU here).
+    # On CUDA tensors, calls that may take the bucketed algorithm go to the first kernel
+    # backend that has it; pairwise calls keep AUTO_ORDER. Both GPU backends have it, so
+    # auto is triton either way...
     from rspose_kernels import dispatch
     monkeypatch.setattr(dispatch, "available_backends",
                         lambda device="cpu": ["torch", "cuda", "triton"])
     assert dispatch.AUTO_ORDER["cuda"][0] == "triton"
+    for algorithm in ("pairwise", "auto", "bucketed"):
+        assert dispatch.resolve_backend("auto", "cuda", algorithm) == "triton"
+    # ... and with a pairwise-only triton (stood in) bucketed calls would go to cuda. Checked
+    # with the device's backend list stood in (no GPU here).
+    monkeypatch.setitem(dispatch.ALGORITHMS, "triton", ("pairwise",))
     assert dispatch.resolve_backend("auto", "cuda", "pairwise") == "triton"
     assert dispatch.resolve_backend("auto", "cuda", "auto") == "cuda"
     assert dispatch.resolve_backend("auto", "cuda", "bucketed") == "cuda"
