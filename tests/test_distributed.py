@@ -97,6 +97,10 @@ def _worker(rank, world, init_file, sizes, blank, checks):
                 assert miss > 1e-6, miss
         for check in checks:
             globals()[check](rank, world, sizes, blank, mine)
+        # Every rank past its last collective before any tears down: a rank that closed its
+        # gloo pairs while a peer still completed the last all-gather aborted that peer
+        # ("terminate called without an active exception", seen once under CI load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
