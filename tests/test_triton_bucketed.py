@@ -128,6 +128,19 @@ def test_bitwise_deterministic(device):
             assert torch.equal(a, b) and torch.equal(a, c)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_delta_is_decided_as_the_kernels_see_it(device):
+    # Triton passes δ as float32: a δ that is 0 in float32 must be 0 on the host too (δ = 0's
+    # keys and launches), or the bucketed kernels would disagree on the number of keys.
+    scores, labels = (t[:5] for t in _rows(device))
+    assert tk.kernel_scalar(1e-46) == 0.0 and tk.kernel_scalar(0.1) == float(torch.tensor(0.1))
+    tiny = tk.rank_sort_rows(scores, labels, 1e-46, 0.0, False, True, "bucketed", blocks=SMALL)
+    zero = tk.rank_sort_rows(scores, labels, 0.0, 0.0, False, True, "bucketed", blocks=SMALL)
+    assert all(torch.equal(a, b) for a, b in zip(tiny, zero))
+    with pytest.raises(ValueError, match="delta"):
+        tk.rank_sort_rows(scores, labels, 1e-46, 0.0, True, True, "bucketed", blocks=SMALL)
+
+
 class _Spy:
     def __init__(self, kernel, log, name):
         self.kernel, self.log, self.name = kernel, log, name

@@ -81,7 +81,9 @@ def _ramp_mass(c, cs, u, inv2d):
 
 @triton.jit
 def _to_fixed(v, inv_unit):
-    """round(v / unit) to int64, halves away from 0 (|v / unit| < 2^62: FixedPoint)."""
+    """round(v / unit) to int64, halves away from 0 (|v / unit| < 2^62: FixedPoint; the C++
+    to_fixed's llrint rounds halves to even: at most one unit apart on exact halves, and
+    deterministic either way)."""
     x = v * inv_unit
     t = x.to(tl.int64)              # toward zero, exact where |x| ≥ 2^52
     f = x - t.to(tl.float64)
@@ -127,13 +129,15 @@ def _bucket_prep_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, sorder_
         # (score, slot) in one int64: the float32 bits made order-preserving as a signed
         # int32 (negative scores: the magnitude bits flipped), then the slot (index order),
         # so ties sort by slot as the CPU kernel's sort. Bucketed rows have finite scores.
-        bits = s.to(tl.int32, bitcast=True)
+        # −0.0 and +0.0 compare equal (then by slot), as in the CPU's and CUDA's sorts.
+        bits = tl.where(s == 0.0, 0, s.to(tl.int32, bitcast=True))
         ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
         packed = (ordered.to(tl.int64) << 32) | k.to(tl.int64)
         packed = tl.sort(tl.where(k_ok, packed, 0x7FFFFFFFFFFFFFFF))
         slot = tl.where(k_ok, (packed - ((packed >> 32) << 32)).to(tl.int32), 0)
         s_sorted = tl.load(key_ptr + base + slot, mask=k_ok, other=0.0).to(tl.float64)
-        # Scores relative to the median positive (exact: float32 differences in float64).
+        # Scores relative to the median positive, in float64 (as the CPU and CUDA kernels:
+        # the same rounding where a difference is not exact).
         off = tl.sum(tl.where(k == n // 2, s_sorted, 0.0), 0)
         u = s_sorted - off
         tl.store(sorder_ptr + pr + k, slot, mask=k_ok)
@@ -238,7 +242,7 @@ def _bucket_search_kernel(key_ptr, npos_ptr, bsel_ptr, boff_ptr, bfix_ptr, bkey_
         tl.atomic_add(hsum_ptr + kr + nk, top_s, mask=top_n > 0, sem="relaxed")
 
 
-@triton.jit(do_not_specialize=["L", "NP", "NK"])
+@triton.jit(do_not_specialize=["NP", "NK"])
 def _bucket_scan_kernel(npos_ptr, bsel_ptr, bfix_ptr, sorder_ptr, su_ptr, ql_ptr, qh_ptr,
                         hcnt_ptr, hsum_ptr, fb_ptr, fbd_ptr, NP, NK, delta,
                         BT: tl.constexpr, HARD: tl.constexpr, EXACT: tl.constexpr):

@@ -177,7 +177,7 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
         resolves = (delta == 0.0) | (_f64(delta) >= span.to(tl.float64) * (2.0 ** -20))
         nf = n.to(tl.float64)
         kf = k_run.to(tl.float64)
-        steps = tl.log2(2.0 * tl.maximum(n, 1).to(tl.float32)).to(tl.float64)
+        steps = tl.log2(2.0 * tl.maximum(n, 1).to(tl.float64))   # as cost_model: float64
         pairwise = nf * (kf + _f64(cost_pp) * nf)
         bucketed = (steps * (_f64(cost_neg) * kf + _f64(cost_pos) * nf)
                     + _f64(cost_bpp) * nf * nf)
@@ -493,7 +493,7 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
 
     ``algorithm`` "bucketed" / "auto": rows chosen on the device take triton_bucketed's
     positive-negative terms; "pairwise" launches exactly the three pairwise kernels."""
-    delta = float(delta)
+    delta = kernel_scalar(delta)
     if exact and not delta > 0:
         raise ValueError(f"delta: the exact gradient needs delta > 0, got {delta}")
     scores = scores.contiguous()
@@ -565,10 +565,19 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
     return rank, sort, npos, grad
 
 
+def kernel_scalar(x: float) -> float:
+    """``x`` as the kernels see it: Triton passes a Python float as float32. The host's own
+    branches (δ = 0, exact mode's δ > 0) must decide on that value, or a δ below float32's
+    range (1e-46) would be 0 on the device and not on the host; under the interpreter
+    (float64 scalars) it also makes the kernels compute with the GPU's δ."""
+    return float(torch.tensor(float(x), dtype=torch.float32))
+
+
 def bucketed_rows(scores, labels, delta, pos_thr, algorithm="auto", *,
                   blocks: Blocks | None = None):
     """Bool [M]: the rows ``rank_sort_rows(..., algorithm=algorithm)`` computes bucketed, as
     its compaction chooses them on the device (tests and the benchmark's reports)."""
+    delta = kernel_scalar(delta)
     scores = scores.contiguous()
     labels = labels.contiguous()
     m, length = scores.shape
