@@ -42,6 +42,7 @@ be bitwise reproducible across runs).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -570,7 +571,7 @@ def kernel_scalar(x: float) -> float:
     branches (δ = 0, exact mode's δ > 0) must decide on that value, or a δ below float32's
     range (1e-46) would be 0 on the device and not on the host; under the interpreter
     (float64 scalars) it also makes the kernels compute with the GPU's δ."""
-    return float(torch.tensor(float(x), dtype=torch.float32))
+    return ctypes.c_float(float(x)).value   # round to float32 (no tensor per call)
 
 
 def bucketed_rows(scores, labels, delta, pos_thr, algorithm="auto", *,

@@ -248,13 +248,9 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 // Integer atomics: one thread runs at a time, so a plain read-modify-write is atomic here
 // (which is all a GPU promises: the sums are exact whatever the order).
-inline int atomicAdd(int* p, int v) {
-  const int old = *p;
-  *p = old + v;
-  return old;
-}
-inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-  const unsigned long long old = *p;
+template <typename T>  // int and unsigned long long, the overloads the kernels use
+inline T atomicAdd(T* p, T v) {
+  const T old = *p;
   *p = old + v;
   return old;
 }
