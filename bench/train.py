@@ -48,18 +48,19 @@ from rspose_kernels.dispatch import resolve_backend  # noqa: E402
 from run import append_csv, environment, load_avg, package_version  # noqa: E402
 from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
                         validation_set)
-from train_eval import coco_ground_truth, decode_heatmaps, decode_simcc, evaluate  # noqa: E402
-from train_losses import LOSSES, LossSpec  # noqa: E402
+from train_eval import coco_ground_truth, decode, evaluate  # noqa: E402
+from train_losses import LOSSES, LossSpec, build as build_loss  # noqa: E402
 from train_models import build_model  # noqa: E402
 
 RESULTS = HERE / "results" / "train.csv"
 DEFAULT_PLOT = HERE.parent / "docs" / "train.png"
 METRICS = ("AP", "AP50", "AP75", "PCK", "rho_kpt", "rho_inst")
 FIELDS = ("date", "run_id", "run", "commit", "device", "device_type", "threads", "torch",
-          "triton", "cuda", "rspose_kernels", "pycocotools", "seed", "loss", "mode", "step",
-          "steps", "batch", "lr", "width", "val_size", "AP", "AP50", "AP75", "PCK", "rho_kpt",
-          "rho_inst", "OKS", "train_loss", "ms_step", "ms_loss", "loss_share", "load_avg",
-          "elapsed_s")
+          "triton", "cuda", "rspose_kernels", "pycocotools", "seed", "loss", "variant",
+          "pos_thr", "delta", "instance_weight", "scope", "mode", "step", "steps", "batch", "lr",
+          "width", "input", "val_size", "decoder", "protocol", "AP", "AP50", "AP75", "PCK",
+          "rho_kpt", "rho_inst", "OKS", "train_loss", "ms_step", "ms_loss", "loss_share",
+          "load_avg", "elapsed_s")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,13 @@ BUDGETS = {
     ("cuda", "full"): Budget(seeds=(0, 1, 2, 3, 4), steps=4000, batch=64, val_size=2048,
                              evals=8, width=32, lr=1e-3, warmup=200),
 }
+
+
+# Each loss's best learning rate on this task, from bench/train_sweep.py --stage lr (README,
+# "Choosing τ, δ and the learning rate"): the default run trains each loss at its own.
+# rspose_tau0: RSPoseLoss at τ = 0 (the old default), for comparison.
+BEST_LR = {"mse": 1e-2, "spatial_rs": 1e-2, "rspose": 1e-2, "rspose_tau0": 1e-2, "kl": 1e-2,
+           "rspose_simcc": 1e-2}
 
 
 # ----------------------------------------------------------------------------- training
@@ -118,13 +126,16 @@ class Trainer:
     model: torch.nn.Module
     budget: Budget
     device: torch.device
+    lr: float | None = None      # None: the budget's
     losses: list = field(default_factory=list)
     step_ms: list = field(default_factory=list)
     loss_ms: list = field(default_factory=list)
 
     def __post_init__(self):
         self.model.to(self.device).train()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.budget.lr)
+        if self.lr is None:
+            self.lr = self.budget.lr
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.budget))
 
     def step(self, images, target, target_weight) -> float:
@@ -157,21 +168,26 @@ class Trainer:
         self.loss_ms.append((t2 - t1) * 1e3)
         return value
 
-    @torch.no_grad()
-    def predict(self, images, cfg: DataConfig, chunk: int = 256):
-        """Decoded keypoints [N, K, 2] and confidences [N, K] (CPU), eval mode."""
-        self.model.eval()
-        pts, conf = [], []
-        for i in range(0, images.shape[0], chunk):
-            out = self.model(images[i:i + chunk].to(self.device))
-            if self.spec.mode == "heatmap":
-                p, c = decode_heatmaps(out.float(), cfg.heatmap_stride)
-            else:
-                p, c = decode_simcc(tuple(o.float() for o in out), cfg.simcc_split_ratio)
-            pts.append(p.cpu())
-            conf.append(c.cpu())
-        self.model.train()
-        return torch.cat(pts), torch.cat(conf)
+    def predict(self, images, cfg: DataConfig, decoder: str = "mmpose"):
+        return predict(self.model, self.spec.mode, images, cfg, decoder, self.device)
+
+
+@torch.no_grad()
+def predict(model, mode: str, images, cfg: DataConfig, decoder: str = "mmpose",
+            device=torch.device("cpu"), chunk: int = 256):
+    """Decoded keypoints [N, K, 2] and confidences [N, K] (CPU), in eval mode, by
+    ``decoder`` (train_eval.DECODERS)."""
+    was_training = model.training
+    model.eval()
+    pts, conf = [], []
+    for i in range(0, images.shape[0], chunk):
+        out = model(images[i:i + chunk].to(device))
+        out = out.float() if mode == "heatmap" else tuple(o.float() for o in out)
+        p, c = decode(out, mode, cfg, decoder)
+        pts.append(p.cpu())
+        conf.append(c.cpu())
+    model.train(was_training)
+    return torch.cat(pts), torch.cat(conf)
 
 
 def targets_for(batch: dict, cfg: DataConfig) -> dict:
@@ -191,45 +207,86 @@ def _median_after_warmup(values):
     return statistics.median(values[skip:]) if values else math.nan
 
 
-def train_seed(seed: int, names, budget: Budget, cfg: DataConfig, device: torch.device,
-               val: dict, gt: dict, env: dict, progress=None) -> list[dict]:
-    """Trains every loss in ``names`` for one seed, in lockstep; rows at each eval step."""
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration: a loss (``train_losses.build(loss, **opts)``) at a
+    learning rate. ``key`` names it in rows and checkpoints."""
+    loss: str
+    lr: float
+    opts: tuple = ()             # sorted (option, value) pairs
+
+    @property
+    def key(self) -> str:
+        o = ",".join(f"{k}={v}" for k, v in self.opts)
+        return f"{self.loss}[{o}]@{self.lr:g}" if o else f"{self.loss}@{self.lr:g}"
+
+    def spec(self) -> LossSpec:
+        return build_loss(self.loss, **dict(self.opts))
+
+    def columns(self) -> dict:
+        """The variant's CSV columns: its options, blank where it has the default."""
+        o = dict(self.opts)
+        return {"variant": self.key, "pos_thr": o.get("pos_thr", ""),
+                "delta": o.get("delta", ""), "instance_weight": o.get("instance_weight", ""),
+                "scope": o.get("scope", "")}
+
+
+def variant(loss: str, lr: float, **opts) -> Variant:
+    return Variant(loss, float(lr), tuple(sorted(opts.items())))
+
+
+def train_seed(seed: int, variants, budget: Budget, cfg: DataConfig, device: torch.device,
+               val: dict, gt: dict, env: dict, progress=None, checkpoints: Path | None = None,
+               decoders=("mmpose",)) -> list[dict]:
+    """Trains every variant (a ``Variant``, or a loss name at the budget's learning rate) for
+    one seed, in lockstep; rows at each evaluation step, one per decoder. With
+    ``checkpoints``, each variant's final weights are saved there as ``<seed>/<key>.pt``."""
+    variants = [v if isinstance(v, Variant) else variant(v, budget.lr) for v in variants]
     inits = {}
     trainers = {}
-    for name in names:
-        spec = LOSSES[name]
+    for v in variants:
+        spec = v.spec()
         if spec.mode not in inits:   # one init per model kind: every loss starts equal
             inits[spec.mode] = build_model(spec.mode, width=budget.width, seed=seed, cfg=cfg)
         model = build_model(spec.mode, width=budget.width, seed=seed, cfg=cfg)
         model.load_state_dict(inits[spec.mode].state_dict())
-        trainers[name] = Trainer(spec, model, budget, device)
-    checkpoints = set(eval_steps(budget))
+        trainers[v] = Trainer(spec, model, budget, device, lr=v.lr)
+    marks = set(eval_steps(budget))
     rows = []
     t_start = time.perf_counter()
     for step in range(budget.steps):
         batch = make_batch(seed, step, budget.batch, cfg, device=device)
         targets = targets_for(batch, cfg)
-        for name, tr in trainers.items():
+        for tr in trainers.values():
             target, weight = targets[tr.spec.mode]
             tr.step(batch["images"], target, weight)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix({n: f"{t.losses[-1]:.3g}" for n, t in trainers.items()},
-                                 refresh=False)
-        if step + 1 in checkpoints:
-            for name, tr in trainers.items():
-                pred, conf = tr.predict(val["images"], cfg)
+            if len(trainers) <= 6:
+                progress.set_postfix({v.key: f"{t.losses[-1]:.3g}" for v, t in trainers.items()},
+                                     refresh=False)
+        if step + 1 not in marks:
+            continue
+        for v, tr in trainers.items():
+            ms_step = _median_after_warmup(tr.step_ms)
+            ms_loss = _median_after_warmup(tr.loss_ms)
+            recent = tr.losses[-max(1, len(tr.losses) // 10):]
+            for decoder in decoders:
+                pred, conf = tr.predict(val["images"], cfg, decoder=decoder)
                 metrics = evaluate(pred, conf, gt, val)
-                recent = tr.losses[-max(1, len(tr.losses) // 10):]
-                ms_step = _median_after_warmup(tr.step_ms)
-                ms_loss = _median_after_warmup(tr.loss_ms)
-                rows.append(dict(env, seed=seed, loss=name, mode=tr.spec.mode, step=step + 1,
-                                 steps=budget.steps, batch=budget.batch, lr=budget.lr,
-                                 width=budget.width, val_size=val["images"].shape[0],
-                                 train_loss=statistics.fmean(recent), ms_step=ms_step,
-                                 ms_loss=ms_loss, loss_share=ms_loss / ms_step,
-                                 load_avg=load_avg(),
+                rows.append(dict(env, **v.columns(), seed=seed, loss=v.loss, mode=tr.spec.mode,
+                                 step=step + 1, steps=budget.steps, batch=budget.batch,
+                                 lr=v.lr, width=budget.width, input=cfg.input_label,
+                                 val_size=val["images"].shape[0], decoder=decoder,
+                                 protocol="gt", train_loss=statistics.fmean(recent),
+                                 ms_step=ms_step, ms_loss=ms_loss,
+                                 loss_share=ms_loss / ms_step, load_avg=load_avg(),
                                  elapsed_s=round(time.perf_counter() - t_start, 1), **metrics))
+    if checkpoints is not None:
+        folder = Path(checkpoints) / str(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for v, tr in trainers.items():
+            torch.save(tr.model.state_dict(), folder / f"{v.key}.pt")
     return rows
 
 

@@ -72,6 +72,10 @@ class DataConfig:
     max_distractors: int = 3
 
     @property
+    def input_label(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
     def heatmap_size(self):
         return self.width // self.heatmap_stride, self.height // self.heatmap_stride
 

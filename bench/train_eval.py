@@ -58,6 +58,20 @@ def decode_simcc(pred, split_ratio: float):
     return xy, torch.minimum(mx, my)
 
 
+DECODERS = ("mmpose",)
+
+
+def decode(output, mode: str, cfg, decoder: str = "mmpose"):
+    """Keypoints [B, K, 2] (input pixels) and confidence [B, K] from a head's output.
+
+    decoder "mmpose": the stock codecs' rule above (arg-max, quarter-pixel shift)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+    if mode == "heatmap":
+        return decode_heatmaps(output, cfg.heatmap_stride)
+    return decode_simcc(output, cfg.simcc_split_ratio)
+
+
 def _coco(gt: dict):
     from pycocotools.coco import COCO
     coco = COCO()

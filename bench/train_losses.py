@@ -40,8 +40,43 @@ def kl_discret_loss(output, target, target_weight, beta: float = 1.0):
     return loss / k
 
 
-def spatial_rs(output, target, target_weight):
-    return rk.spatial_rs_loss(output, target, target_weight).loss
+class SpatialRS:
+    """``rk.spatial_rs_loss(...).loss`` with fixed keyword options (the package's defaults
+    for those not given)."""
+
+    def __init__(self, **opts):
+        self.opts = opts
+
+    def __call__(self, output, target, target_weight):
+        return rk.spatial_rs_loss(output, target, target_weight, **self.opts).loss
+
+
+class KeypointScopeRSPose:
+    """A sweep-only variant of ``rk.RSPoseLoss`` (heatmap): the spatial ranking of each
+    keypoint *type* over the whole batch — one row of B·H·W pixels per keypoint — instead of
+    one row per heatmap; Instance-Sort as in RSPoseLoss. Heatmaps of weight 0 leave the row:
+    their scores are pushed far below every positive (H = 0 against all of them, so they
+    take no gradient and no part in the ranking) and their labels set to 0."""
+
+    def __init__(self, instance_weight: float = 1.0, **opts):
+        self.opts = opts
+        self.instance_weight = instance_weight
+        self.instance = rk.RSPoseLoss(instance_weight=instance_weight, **opts)
+
+    def __call__(self, output, target, target_weight):
+        b, k = output.shape[:2]
+        keep = (target_weight > 0)[..., None, None]
+        floor = output.detach().amin() - 4 * self.instance.delta - 1
+        scores = torch.where(keep, output, floor).transpose(0, 1).reshape(k, -1)
+        labels = torch.where(keep, target, 0).transpose(0, 1).reshape(k, -1)
+        opts = {o: v for o, v in self.opts.items() if o in ("pos_thr", "delta")}
+        opts.setdefault("pos_thr", self.instance.pos_thr)
+        spatial = rk.rank_sort_loss(scores, labels, **opts).loss
+        if self.instance_weight == 0:
+            return spatial
+        inst = rk.instance_sort_loss(output, target, target_weight, delta=self.instance.delta,
+                                     pos_thr=self.instance.pos_thr)
+        return spatial + self.instance_weight * inst
 
 
 @dataclass(frozen=True)
@@ -54,8 +89,39 @@ class LossSpec:
 
 LOSSES = {spec.name: spec for spec in (
     LossSpec("mse", "heatmap", keypoint_mse_loss, "MSE (KeypointMSELoss)"),
-    LossSpec("spatial_rs", "heatmap", spatial_rs, "spatial_rs_loss"),
+    LossSpec("spatial_rs", "heatmap", SpatialRS(), "spatial_rs_loss"),
     LossSpec("rspose", "heatmap", rk.RSPoseLoss(), "RSPoseLoss"),
     LossSpec("kl", "simcc", kl_discret_loss, "KL (KLDiscretLoss)"),
     LossSpec("rspose_simcc", "simcc", rk.RSPoseLoss(mode="simcc"), "RSPoseLoss(simcc)"),
 )}
+
+
+def _opts_label(opts: dict) -> str:
+    short = {"pos_thr": "τ", "delta": "δ", "instance_weight": "λ", "scope": "scope"}
+    return ", ".join(f"{short.get(k, k)} {v:g}" if isinstance(v, float) else
+                     f"{short.get(k, k)} {v}" for k, v in sorted(opts.items()))
+
+
+def build(name: str, **opts) -> LossSpec:
+    """The loss ``name`` of LOSSES with options (the sweep's variants): for the ranking losses
+    ``pos_thr``, ``delta``, ``instance_weight`` (RSPoseLoss) and ``scope`` ("heatmap", the
+    default, or "keypoint": KeypointScopeRSPose). No options: the LOSSES entry itself."""
+    base = LOSSES[name]
+    if not opts:
+        return base
+    if name in ("mse", "kl"):
+        raise ValueError(f"{name}: takes no options, got {sorted(opts)}")
+    opts = dict(opts)
+    scope = opts.pop("scope", "heatmap")
+    label = f"{base.label} ({_opts_label({**opts, **({'scope': scope} if scope != 'heatmap' else {})})})"
+    if name == "spatial_rs":
+        fn = SpatialRS(**opts)
+    elif scope == "keypoint":
+        if name != "rspose":
+            raise ValueError(f"scope='keypoint': only for 'rspose', not {name!r}")
+        fn = KeypointScopeRSPose(**opts)
+    elif scope == "heatmap":
+        fn = rk.RSPoseLoss(mode=base.mode, **opts)
+    else:
+        raise ValueError(f"scope: expected 'heatmap' or 'keypoint', got {scope!r}")
+    return LossSpec(name, base.mode, fn, label)

@@ -1,21 +1,21 @@
 """The public Rank & Sort losses: argument checks, rows, the op, the reduction."""
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from . import checks, distributed
+from . import checks, defaults, distributed
 from .dispatch import resolve_algorithm, resolve_backend
 from .backends import accumulation_dtype
 from .ops import rank_sort_rows
 
-# Defaults the paper does not state; ours (README, "Defaults").
-DEFAULT_DELTA = 0.5
-DEFAULT_POS_THR = 0.0
-SIMCC_POS_THR = math.exp(-4.5)  # a unit-peak Gaussian label is above this within 3σ
+# Defaults the paper does not state; ours, measured (defaults.py).
+DEFAULT_DELTA = defaults.DELTA
+DEFAULT_POS_THR = defaults.CORE_POS_THR
+HEATMAP_POS_THR = defaults.HEATMAP_POS_THR
+SIMCC_POS_THR = defaults.SIMCC_POS_THR
 
 
 class RankSortOutput(NamedTuple):
@@ -127,6 +127,7 @@ def spatial_rs_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | N
     checks.tensor("targets", targets)
     checks.same_shape("targets", targets, "heatmaps", heatmaps)
     checks.no_gradient_wanted("targets", targets)
+    kw.setdefault("pos_thr", HEATMAP_POS_THR)
     b, k = heatmaps.shape[:2]
     weight = keypoint_row_weight(target_weight, b, k, "target_weight")
     return rank_sort_loss(heatmaps.flatten(2), targets.flatten(2), weight=weight, **kw)

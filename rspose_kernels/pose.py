@@ -15,10 +15,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import checks, distributed
+from . import checks, defaults, distributed
 from .backends import accumulation_dtype
 from .dispatch import ALGORITHM_NAMES, BACKEND_NAMES, resolve_algorithm, resolve_backend
-from .losses import (DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
+from .losses import (DEFAULT_DELTA, HEATMAP_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
                      rank_sort_loss, simcc_rs_loss, spatial_rs_loss)
 
 # COCO keypoint sigmas (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles), the
@@ -136,7 +136,7 @@ def _target_weight(target_weight, b, k, ref, ref_name):
 
 def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | None = None,
                        *, delta: float = DEFAULT_DELTA, sigmas=None, area=None,
-                       backend: str = "auto", pos_thr: float = DEFAULT_POS_THR,
+                       backend: str = "auto", pos_thr: float = HEATMAP_POS_THR,
                        algorithm: str = "auto", process_group=None) -> Tensor:
     """Instance-Sort loss over the keypoints of a batch of heatmaps (SPEC §3).
 
@@ -291,7 +291,7 @@ class RSPoseLoss(nn.Module):
 
     _OPTIONS = ("delta", "pos_thr", "grad_mode", "sigmas", "area", "backend", "algorithm")
 
-    def __init__(self, mode: str = "heatmap", instance_weight: float = 1.0,
+    def __init__(self, mode: str = "heatmap", instance_weight: float = defaults.INSTANCE_WEIGHT,
                  use_target_weight: bool = True, loss_weight: float = 1.0, sync: bool = False,
                  **kw):
         super().__init__()
@@ -310,7 +310,7 @@ class RSPoseLoss(nn.Module):
                             f"expected some of {list(self._OPTIONS)}")
         self.delta = kw.get("delta", DEFAULT_DELTA)
         checks.number("delta", self.delta, minimum=0)
-        self.pos_thr = kw.get("pos_thr", SIMCC_POS_THR if mode == "simcc" else DEFAULT_POS_THR)
+        self.pos_thr = kw.get("pos_thr", SIMCC_POS_THR if mode == "simcc" else HEATMAP_POS_THR)
         checks.number("pos_thr", self.pos_thr, minimum=0)
         self.grad_mode = kw.get("grad_mode", "identity")
         checks.choice("grad_mode", self.grad_mode, checks.GRAD_MODES)
