@@ -58,18 +58,32 @@ def decode_simcc(pred, split_ratio: float):
     return xy, torch.minimum(mx, my)
 
 
-DECODERS = ("mmpose",)
+# "mmpose": the stock codecs' rule above (arg-max, quarter-pixel shift; raw maximum);
+# "dark": rk.decode for logit heads (DARK on exp(logit − max), sigmoid confidence) — what the
+# ranking losses' heads (and a KL SimCC head, whose logits feed a softmax) output;
+# "dark-prob": rk.decode(logits=False), mmpose's DARK on the heatmap itself — for MSE heads.
+DECODERS = ("mmpose", "dark", "dark-prob")
 
 
 def decode(output, mode: str, cfg, decoder: str = "mmpose"):
-    """Keypoints [B, K, 2] (input pixels) and confidence [B, K] from a head's output.
-
-    decoder "mmpose": the stock codecs' rule above (arg-max, quarter-pixel shift)."""
+    """Keypoints [B, K, 2] (input pixels) and confidence [B, K] from a head's output."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+    if decoder == "mmpose":
+        if mode == "heatmap":
+            return decode_heatmaps(output, cfg.heatmap_stride)
+        return decode_simcc(output, cfg.simcc_split_ratio)
+    logits = decoder == "dark"
     if mode == "heatmap":
-        return decode_heatmaps(output, cfg.heatmap_stride)
-    return decode_simcc(output, cfg.simcc_split_ratio)
+        xy, conf = rk.decode.decode_heatmaps(output, sigma=cfg.heatmap_sigma, logits=logits)
+        return xy * cfg.heatmap_stride, conf
+    xy, conf = rk.decode.decode_simcc(*output, sigma=cfg.simcc_sigma, logits=logits)
+    return xy / cfg.simcc_split_ratio, conf
+
+
+def best_decoder(loss: str) -> str:
+    """The decoder made for a loss's head: DARK on probabilities for MSE, on logits else."""
+    return "dark-prob" if loss == "mse" else "dark"
 
 
 def _coco(gt: dict):

@@ -1,5 +1,5 @@
 """rspose-kernels: the ranking-based pose losses of RSPose as fused kernels for PyTorch."""
-from . import defaults
+from . import decode, defaults
 from .defaults import DELTA, HEATMAP_POS_THR, INSTANCE_WEIGHT, SIMCC_POS_THR
 from .dispatch import available_algorithms, available_backends
 from .losses import RankSortOutput, rank_sort_loss, simcc_rs_loss, spatial_rs_loss

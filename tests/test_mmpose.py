@@ -19,6 +19,7 @@ import os
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -239,3 +240,162 @@ def test_real_simcc_head_trains_with_rspose_loss():
     expected = RSPoseLoss(mode="simcc", backend="torch")(head.forward(feats), (gx, gy), weight)
     torch.testing.assert_close(losses["loss_kpt"], expected)
     assert_same_parameter_gradients(head, losses["loss_kpt"], expected)
+
+
+def test_real_rtmcc_head_trains_with_rspose_loss():
+    """RTMPose's head (GAU over the keypoint tokens, then x / y bin logits), as in
+    rtmpose-*_coco configs, trained through RSPoseLoss(mode='simcc')."""
+    MODELS = _models()
+    b, k, h, w = 2, 17, 8, 6
+    ratio = 2.0
+    (_, _), (gx, gy), weight = simcc_case(b, k, int(w * 4 * ratio), int(h * 4 * ratio), 4.0,
+                                          seed=65)
+    head = MODELS.build(dict(
+        type="RTMCCHead", in_channels=8, out_channels=k, input_size=(w * 4, h * 4),
+        in_featuremap_size=(w, h), simcc_split_ratio=ratio, final_layer_kernel_size=3,
+        gau_cfg=dict(hidden_dims=16, s=8, expansion_factor=2, dropout_rate=0.0, drop_path=0.0,
+                     act_fn="SiLU", use_rel_bias=False, pos_enc=False),
+        loss=dict(type="RSPoseLoss", mode="simcc", use_target_weight=True, backend="torch"),
+        decoder=dict(type="LogitSimCCLabel", input_size=(w * 4, h * 4),
+                     smoothing_type="gaussian", sigma=(4.0, 4.0), simcc_split_ratio=ratio)))
+    assert isinstance(head.loss_module, RSPoseLoss)
+    feats = (torch.randn(b, 8, h, w, generator=torch.Generator().manual_seed(66)),)
+    samples = _samples(dict(keypoint_x_labels=gx, keypoint_y_labels=gy, keypoint_weights=weight))
+    losses = head.loss(feats, samples, train_cfg={})
+    expected = RSPoseLoss(mode="simcc", backend="torch")(head.forward(feats), (gx, gy), weight)
+    torch.testing.assert_close(losses["loss_kpt"], expected)
+    assert_same_parameter_gradients(head, losses["loss_kpt"], expected)
+
+
+# ----------------------------------------------------------------------------- codecs
+
+def _codecs():
+    _optional("mmpose.codecs", "RSPOSE_REQUIRE_MMPOSE")
+    mod = importlib.import_module("rspose_kernels.integrations.mmpose")
+    assert mod.CODECS_AVAILABLE, mod.CODECS_IMPORT_ERROR
+    from mmpose.registry import KEYPOINT_CODECS
+    return KEYPOINT_CODECS
+
+
+INPUT = (192, 256)          # (w, h), mmpose's 256x192 configs
+HEATMAP = (48, 64)
+# Off-grid joints (input pixels), one near a border, for 3 keypoints of one instance.
+JOINTS = np.array([[[80.3, 120.6], [141.7, 33.2], [3.0, 250.0]]], dtype=np.float32)
+
+
+def _logits(encoded, level):
+    """A logit head's output for the codec's own target: a sharper peak, its level free.
+    Ranking losses fix differences within a row, never the level: ``level`` is the peak."""
+    return (6.0 * encoded + level - 6.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("stock,options", [("MSRAHeatmap", {}),
+                                            ("MSRAHeatmap", {"unbiased": True}),
+                                            ("UDPHeatmap", {})])
+def test_logit_heatmap_codecs_decode_negative_maxima(stock, options):
+    registry = _codecs()
+    cfg = dict(input_size=INPUT, heatmap_size=HEATMAP, sigma=2, **options)
+    stock_codec = registry.build(dict(cfg, type=stock))
+    codec = registry.build(dict(cfg, type="Logit" + stock))
+    assert isinstance(codec, type(stock_codec))
+    target = stock_codec.encode(JOINTS)["heatmaps"]
+    # the encoding is the stock codec's (same targets for the data pipeline)
+    np.testing.assert_array_equal(codec.encode(JOINTS)["heatmaps"], target)
+    logits = _logits(target, level=-1.25)
+    assert (logits.reshape(3, -1).max(-1) < 0).all()
+
+    # The stock decoder loses every keypoint whose maximum is <= 0 (mmpose's -1 rule) ...
+    bad, bad_scores = stock_codec.decode(logits)
+    assert (bad[0] < 0).all() and (np.linalg.norm(bad[0] - JOINTS[0], axis=-1) > 9).all(), bad
+    assert (bad_scores <= 0).all()
+    # ... the logit codec decodes it where the argmax is, refined, and scores it in (0, 1).
+    kpts, scores = codec.decode(logits)
+    assert kpts.shape == (1, 3, 2) and scores.shape == (1, 3)
+    assert np.isfinite(kpts).all()
+    scale = np.asarray(stock_codec.scale_factor, dtype=np.float32)
+    argmax = np.stack(np.unravel_index(logits.reshape(3, -1).argmax(-1), logits.shape[1:]),
+                      -1)[:, ::-1] * scale
+    assert (np.abs(kpts[0] - argmax) <= scale + 1e-4).all()   # at most one heatmap pixel
+    # Where the target's Gaussian is centred: plain MSRAHeatmap rounds the joint to the
+    # heatmap grid; unbiased (DARK) and UDP encodings keep it off-grid.
+    centre = JOINTS[0] if stock == "UDPHeatmap" or options else \
+        np.floor(JOINTS[0] / scale + 0.5) * scale
+    interior = [0, 1]   # the DARK step recovers the centre away from the border
+    assert (np.abs(kpts[0, interior] - centre[interior]) < 0.1 * scale).all(), kpts
+    if stock == "UDPHeatmap" or options:
+        assert (np.abs(kpts[0, interior] - centre[interior])
+                < np.abs(argmax[interior] - centre[interior])).all()
+    assert ((scores > 0) & (scores < 1)).all()
+    np.testing.assert_allclose(scores[0], 1 / (1 + np.exp(-logits.reshape(3, -1).max(-1))),
+                               rtol=1e-6)
+
+    # Shifting the logits (a free level) moves no keypoint and raises every score.
+    kpts_up, scores_up = codec.decode(logits + 5)
+    np.testing.assert_allclose(kpts_up, kpts, atol=1e-4)
+    assert (scores_up > scores).all()
+    # The stock decoder is right only once the level happens to be positive.
+    good, _ = stock_codec.decode(logits + 5)
+    assert (np.abs(good[0] - kpts[0]) <= 2 * scale).all()
+
+
+def test_logit_simcc_codec_decodes_negative_maxima():
+    registry = _codecs()
+    cfg = dict(input_size=INPUT, smoothing_type="gaussian", sigma=(4.9, 5.66),
+               simcc_split_ratio=2.0, normalize=False)
+    stock = registry.build(dict(cfg, type="SimCCLabel"))
+    codec = registry.build(dict(cfg, type="LogitSimCCLabel"))
+    enc = stock.encode(JOINTS)
+    x = _logits(enc["keypoint_x_labels"][0], -2.0)
+    y = _logits(enc["keypoint_y_labels"][0], -2.0)
+    bad, _ = stock.decode(x, y)
+    assert (bad[0] < 0).all()               # every keypoint "missing"
+    kpts, scores = codec.decode(x, y)
+    assert kpts.shape == (1, 3, 2) and np.isfinite(kpts).all()
+    np.testing.assert_allclose(kpts[0, :2], JOINTS[0, :2], atol=0.3)
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(2.0)), rtol=1e-6)
+    vis_codec = registry.build(dict(cfg, type="LogitSimCCLabel", decode_visibility=True))
+    k2, (s2, vis) = vis_codec.decode(x, y)
+    np.testing.assert_array_equal(k2, kpts)
+    assert vis.shape == (1, 3)
+
+
+def test_coco_metric_scores_logit_predictions():
+    """mmpose's CocoMetric (score_mode='bbox_keypoint', OKS-NMS) on a two-person COCO-format
+    ground truth: logit heatmaps decoded by LogitUDPHeatmap score AP 1; decoded by the stock
+    UDPHeatmap (the README's two-line switch without the codec) they score 0."""
+    registry = _codecs()
+    _optional("mmpose.evaluation.metrics", "RSPOSE_REQUIRE_MMPOSE")
+    from mmpose.evaluation.metrics import CocoMetric
+    import rspose_kernels as rk
+
+    rng = np.random.default_rng(67)
+    k = 17
+    joints = np.stack([rng.uniform([20, 20], [172, 236], size=(k, 2)) for _ in range(2)])
+    cfg = dict(input_size=INPUT, heatmap_size=HEATMAP, sigma=2)
+    stock = registry.build(dict(cfg, type="UDPHeatmap"))
+    codec = registry.build(dict(cfg, type="LogitUDPHeatmap"))
+    meta = dict(dataset_name="coco", num_keypoints=k, CLASSES=[dict(id=1, name="person")],
+                sigmas=np.asarray(rk.COCO_SIGMAS, dtype=np.float32))
+
+    def run(decoder):
+        metric = CocoMetric(ann_file=None, score_mode="bbox_keypoint", keypoint_score_thr=0.2,
+                            nms_mode="oks_nms", nms_thr=0.9)
+        metric.dataset_meta = meta
+        samples = []
+        for i, person in enumerate(joints):
+            target = stock.encode(person[None].astype(np.float32))["heatmaps"]
+            kpts, scores = decoder.decode(_logits(target, level=-0.5))
+            ann = dict(id=i + 1, image_id=i + 1, category_id=1, iscrowd=0, num_keypoints=k,
+                       bbox=[0.0, 0.0, INPUT[0], INPUT[1]], area=float(INPUT[0] * INPUT[1]),
+                       keypoints=np.concatenate([person, np.full((k, 1), 2.0)], 1)
+                       .reshape(-1).tolist())
+            samples.append(dict(id=i + 1, img_id=i + 1, category_id=1,
+                                ori_shape=(INPUT[1], INPUT[0]), raw_ann_info=[ann],
+                                gt_instances=dict(bbox_scores=np.ones(1)),
+                                pred_instances=dict(keypoints=kpts, keypoint_scores=scores)))
+        metric.process([], samples)
+        return metric.compute_metrics(metric.results)
+
+    good, bad = run(codec), run(stock)
+    assert good["AP"] == pytest.approx(1.0), good
+    assert bad["AP"] == pytest.approx(0.0), bad

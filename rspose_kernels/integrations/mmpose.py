@@ -1,21 +1,40 @@
-"""Registers ``RSPoseLoss`` in mmpose's ``MODELS`` registry, so an mmpose config can use it:
+"""Registers ``RSPoseLoss`` in mmpose's ``MODELS`` registry and codecs for logit heads in
+its ``KEYPOINT_CODECS``, so an mmpose config can train and decode with them:
 
     custom_imports = dict(imports=['rspose_kernels.integrations.mmpose'],
                           allow_failed_imports=False)
-    model = dict(..., head=dict(..., loss=dict(type='RSPoseLoss', instance_weight=1.0)))
+    codec = dict(type='LogitUDPHeatmap', input_size=(192, 256), heatmap_size=(48, 64),
+                 sigma=2)
+    model = dict(..., head=dict(..., loss=dict(type='RSPoseLoss'), decoder=codec))
+
+A head trained with RSPoseLoss outputs logits; mmpose's stock decoders assume MSE heatmaps
+in [0, 1] (a maximum ≤ 0 becomes a missing keypoint at −1; UDP takes
+``log(clip(heatmap, 1e-3, 50))``). ``LogitMSRAHeatmap``, ``LogitUDPHeatmap`` and
+``LogitSimCCLabel`` keep their stock codec's encoding (targets, weights, the data pipeline)
+and decode through ``rspose_kernels.decode``: the arg-max refined by a DARK step on
+``exp(logit − max)`` and ``sigmoid(max logit)`` as the keypoint score, in (0, 1) as
+``CocoMetric``'s ``keypoint_score_thr`` expects (README, "Decoding", says which threshold).
 
 This is the only module of the package that imports mmpose. Without mmpose (or with an mmpose
 that cannot import) it still imports: ``MMPOSE_AVAILABLE`` is False and ``MMPOSE_IMPORT_ERROR``
-says why.
+says why; ``CODECS_AVAILABLE`` / ``CODECS_IMPORT_ERROR`` say the same of the codecs.
 """
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from .. import decode as _decode
 from ..pose import RSPoseLoss
 
-__all__ = ["MMPOSE_AVAILABLE", "MMPOSE_IMPORT_ERROR", "RSPoseLoss", "register"]
+__all__ = ["CODECS_AVAILABLE", "CODECS_IMPORT_ERROR", "MMPOSE_AVAILABLE",
+           "MMPOSE_IMPORT_ERROR", "RSPoseLoss", "register", "register_codecs"]
 
 MMPOSE_AVAILABLE = False
 MMPOSE_IMPORT_ERROR: str | None = None
+CODECS_AVAILABLE = False
+CODECS_IMPORT_ERROR: str | None = None
+CODEC_NAMES = ("LogitMSRAHeatmap", "LogitUDPHeatmap", "LogitSimCCLabel")
 
 
 def register(registry) -> None:
@@ -37,3 +56,88 @@ except ImportError as exc:
 else:
     register(MODELS)
     MMPOSE_AVAILABLE = True
+
+
+# ----------------------------------------------------------------------------- codecs
+
+def _heatmap_decode(codec, encoded: np.ndarray, scale) -> tuple[np.ndarray, np.ndarray]:
+    """[K, H, W] logits -> keypoints [1, K, 2] (input pixels), scores [1, K]."""
+    xy, score = _decode.decode_heatmaps(torch.from_numpy(np.ascontiguousarray(encoded)),
+                                        sigma=float(codec.sigma))
+    return (xy.numpy() * np.asarray(scale, dtype=np.float32))[None], score.numpy()[None]
+
+
+def _make_codecs(codecs):
+    """The logit-head codecs as subclasses of mmpose's (``codecs`` is ``mmpose.codecs``)."""
+
+    class LogitMSRAHeatmap(codecs.MSRAHeatmap):
+        """``MSRAHeatmap`` whose decode reads RSPose logits (rspose_kernels.decode)."""
+
+        def decode(self, encoded):
+            return _heatmap_decode(self, encoded, self.scale_factor)
+
+    class LogitUDPHeatmap(codecs.UDPHeatmap):
+        """``UDPHeatmap`` (``heatmap_type='gaussian'``) whose decode reads RSPose logits;
+        UDP's scale (input − 1) / (heatmap − 1) maps heatmap pixels to input pixels."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.heatmap_type != "gaussian":
+                raise ValueError(f"heatmap_type: LogitUDPHeatmap decodes 'gaussian' heatmaps, "
+                                 f"got {self.heatmap_type!r}")
+
+        def decode(self, encoded):
+            return _heatmap_decode(self, encoded, self.scale_factor)
+
+    class LogitSimCCLabel(codecs.SimCCLabel):
+        """``SimCCLabel`` whose decode reads RSPose (or KL) logits: the 1-D DARK step on
+        ``exp(logit − max)`` with the labels' σ in bins, sigmoid of the weaker axis' maximum
+        as the score. ``decode_visibility`` keeps mmpose's visibility estimate."""
+
+        def decode(self, simcc_x, simcc_y):
+            xy, score = _decode.decode_simcc(
+                torch.from_numpy(np.ascontiguousarray(simcc_x)),
+                torch.from_numpy(np.ascontiguousarray(simcc_y)),
+                sigma=tuple(float(s) for s in self.sigma))
+            keypoints = xy.numpy() / self.simcc_split_ratio
+            scores = score.numpy()
+            if keypoints.ndim == 2:   # single instance, as the stock decode
+                keypoints, scores = keypoints[None], scores[None]
+            if self.decode_visibility:
+                _, (_, visibility) = super().decode(simcc_x, simcc_y)
+                # (the stock decode leaves a single instance's visibility unbatched)
+                return keypoints, (scores, np.asarray(visibility).reshape(scores.shape))
+            return keypoints, scores
+
+    return {c.__name__: c for c in (LogitMSRAHeatmap, LogitUDPHeatmap, LogitSimCCLabel)}
+
+
+def register_codecs(registry, codecs) -> dict:
+    """Put the logit-head codecs into an mmengine registry (idempotent); returns them."""
+    made = {}
+    for name in CODEC_NAMES:
+        existing = registry.module_dict.get(name)
+        if existing is not None and getattr(existing, "__module__", None) == __name__:
+            made[name] = existing
+    if len(made) == len(CODEC_NAMES):
+        return made
+    made = _make_codecs(codecs)
+    for name, cls in made.items():
+        cls.__module__ = __name__
+        registry.register_module(name=name, module=cls)
+    return made
+
+
+if MMPOSE_AVAILABLE:
+    try:
+        import mmpose.codecs as _mmpose_codecs
+        from mmpose.registry import KEYPOINT_CODECS
+    except Exception as exc:   # noqa: BLE001 -- mmpose raises ImportError or AssertionError
+        KEYPOINT_CODECS = None
+        CODECS_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    else:
+        globals().update(register_codecs(KEYPOINT_CODECS, _mmpose_codecs))
+        CODECS_AVAILABLE = True
+else:
+    KEYPOINT_CODECS = None
+    CODECS_IMPORT_ERROR = MMPOSE_IMPORT_ERROR
