@@ -52,7 +52,7 @@ if str(HERE) not in sys.path:  # siblings (rs_loop_baseline, plot) when imported
 
 import rspose_kernels as rk  # noqa: E402
 from rspose_kernels.backends import cost_model  # noqa: E402
-from rspose_kernels.losses import DEFAULT_DELTA, DEFAULT_POS_THR, SIMCC_POS_THR  # noqa: E402
+from rspose_kernels.losses import DEFAULT_DELTA, HEATMAP_POS_THR, SIMCC_POS_THR  # noqa: E402
 from rspose_kernels.testing import REGIMES, SHAPES, shape_case  # noqa: E402
 
 from rs_loop_baseline import loop_rank_sort_loss  # noqa: E402
@@ -144,7 +144,7 @@ def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
     else:
         pred = cut(pred).requires_grad_(True)
         target = cut(target)
-        pos_thr = DEFAULT_POS_THR
+        pos_thr = HEATMAP_POS_THR   # what spatial_rs_loss uses by default
         length = pred.shape[-1] * pred.shape[-2]
         groups = [(pred.detach().reshape(-1, length), target.reshape(-1, length))]
     case = Case(shape, regime, b, k, pred, target, weight, groups, pos_thr)

@@ -48,7 +48,7 @@ from rspose_kernels.dispatch import resolve_backend  # noqa: E402
 from run import append_csv, environment, load_avg, package_version  # noqa: E402
 from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
                         validation_set)
-from train_eval import coco_ground_truth, decode, evaluate  # noqa: E402
+from train_eval import DECODERS, best_decoder, coco_ground_truth, decode, evaluate  # noqa: E402
 from train_losses import LOSSES, LossSpec, build as build_loss  # noqa: E402
 from train_models import build_model  # noqa: E402
 
@@ -303,21 +303,26 @@ def _mean_sd(values, digits):
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Markdown: one line per loss at its last step, mean ± sd over seeds."""
+    """Markdown: one line per variant at its last step, mean ± sd over seeds — decoded by
+    mmpose's stock rule and by the decoder made for the loss (train_eval.best_decoder)."""
     last = max(r["step"] for r in rows)
     final = [r for r in rows if r["step"] == last]
-    names = list(dict.fromkeys(r["loss"] for r in final))
+    keys = list(dict.fromkeys(r["variant"] for r in final))
     seeds = sorted({r["seed"] for r in final})
-    head = ("loss", "mode", "AP", "AP50", "AP75", "PCK@0.05", "ρ kpt conf–OKS",
-            "ρ inst score–OKS", "ms/step", "loss share")
+    head = ("loss", "mode", "lr", "decoder", "AP", "AP50", "AP75", "PCK@0.05",
+            "ρ kpt conf–OKS", "ρ inst score–OKS", "ms/step", "loss share")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in names:
-        rs = [r for r in final if r["loss"] == name]
-        cells = [LOSSES[name].label, rs[0]["mode"]]
-        cells += [_mean_sd([r[m] for r in rs], 3) for m in METRICS]
-        cells.append(_mean_sd([r["ms_step"] for r in rs], 0))
-        cells.append(_mean_sd([100 * r["loss_share"] for r in rs], 0) + " %")
-        lines.append("| " + " | ".join(cells) + " |")
+    for key in keys:
+        first = next(r for r in final if r["variant"] == key)
+        for decoder in dict.fromkeys(("mmpose", best_decoder(first["loss"]))):
+            rs = [r for r in final if r["variant"] == key and r["decoder"] == decoder]
+            if not rs:
+                continue
+            cells = [LOSSES[first["loss"]].label, first["mode"], f"{first['lr']:g}", decoder]
+            cells += [_mean_sd([r[m] for r in rs], 3) for m in METRICS]
+            cells.append(_mean_sd([r["ms_step"] for r in rs], 0))
+            cells.append(_mean_sd([100 * r["loss_share"] for r in rs], 0) + " %")
+            lines.append("| " + " | ".join(cells) + " |")
     r0 = final[0]
     lines.append(f"\n{last} steps × batch {r0['batch']}, seeds {seeds} (± = sd over seeds), "
                  f"{r0['val_size']} validation samples; {r0['device']}, {r0['threads']} "
@@ -333,6 +338,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         raise ImportError("--plot needs matplotlib (pip install matplotlib)") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    rows = [r for r in rows if r.get("decoder", "mmpose") == best_decoder(r["loss"])]
     names = list(dict.fromkeys(r["loss"] for r in rows))
     panels = (("AP", "COCO keypoint AP"), ("rho_kpt", "Spearman ρ: keypoint conf vs OKS"),
               ("rho_inst", "Spearman ρ: instance score vs OKS"))
@@ -378,6 +384,8 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, help="batch size (default: the budget's)")
     ap.add_argument("--val-size", type=int, help="validation samples (default: the budget's)")
     ap.add_argument("--evals", type=int, help="evaluation points (default: the budget's)")
+    ap.add_argument("--lr", type=float,
+                    help="one learning rate for every loss (default: each loss's BEST_LR)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--csv", type=Path, default=RESULTS,
                     help="results file rows are appended to (default: %(default)s)")
@@ -416,6 +424,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     budget = budget_from(args)
     names = args.losses.split(",")
+    # each loss at its best learning rate on this task (BEST_LR), unless --lr says otherwise
+    variants = [variant(n, args.lr if args.lr else BEST_LR.get(n, budget.lr)) for n in names]
     cfg = DataConfig()
     env = environment(args.device, "quick" if args.quick else "full", torch.float32)
     env.update(rspose_kernels=rk.__version__, pycocotools=package_version("pycocotools"),
@@ -433,7 +443,8 @@ def main(argv=None) -> int:
               mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
         for seed in budget.seeds:
             bar.set_description(f"seed {seed}")
-            rows += train_seed(seed, names, budget, cfg, device, val, gt, env, progress=bar)
+            rows += train_seed(seed, variants, budget, cfg, device, val, gt, env,
+                               progress=bar, decoders=DECODERS)
     print(summary_table(rows))
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
     if not args.no_csv:

@@ -57,6 +57,7 @@ SIMCC_TAUS = (round(math.exp(-4.5), 6), 0.1, 0.3, 0.5, 0.9)
 BASELINE = {"heatmap": "mse", "simcc": "kl"}
 LARGE = DataConfig(width=96, height=128, heatmap_sigma=2.0, simcc_sigma=3.0)
 DEFAULT_CKPT = HERE / "results" / "checkpoints"
+STAGES = ("lr", "ablate", "confirm", "large")
 
 
 def stage_variants(stage: str, tau: float | None = None, lr: float | None = None):
@@ -81,7 +82,7 @@ def stage_variants(stage: str, tau: float | None = None, lr: float | None = None
                 variant("rspose", BEST_LR["rspose_tau0"], pos_thr=0.0)]
         simcc = [variant("kl", BEST_LR["kl"]),
                  variant("rspose_simcc", BEST_LR["rspose_simcc"], pos_thr=sc)]
-        return [("heatmap", heat), ("simcc", simcc)]
+        return [("heatmap", list(dict.fromkeys(heat))), ("simcc", simcc)]
     raise ValueError(f"stage: expected lr, ablate, confirm or large, got {stage!r}")
 
 
@@ -96,6 +97,7 @@ def stage_budget(stage: str, quick: bool):
 
 
 def _job(stage, seed, variants, budget, cfg, checkpoints, run_kind):
+    """One pool job: a seed's variants in lockstep, in a fresh process of one thread."""
     torch.set_num_threads(1)
     env = environment("cpu", run_kind, torch.float32)
     env.update(rspose_kernels=rk.__version__, pycocotools=package_version("pycocotools"),
@@ -112,28 +114,38 @@ def _groups(variants, size):
     return [variants[i:i + size] for i in range(0, len(variants), size)]
 
 
-def run_stage(stage, *, tau=None, lr=None, jobs=2, quick=False, checkpoints=DEFAULT_CKPT,
-              csv_path=RESULTS, group_size=12):
-    budget = stage_budget(stage, quick)
-    cfg = LARGE if stage == "large" else DataConfig()
-    run_kind = f"sweep-{stage}" + ("-quick" if quick else "")
-    work = [(seed, group) for _, vs in stage_variants(stage, tau, lr) for seed in budget.seeds
-            for group in _groups(vs, group_size)]
-    print(f"# train_sweep {stage}: {sum(len(g) for _, g in work)} trainings in {len(work)} jobs, "
-          f"{budget.steps} steps × batch {budget.batch}, seeds {list(budget.seeds)}, input "
-          f"{cfg.input_label}, {jobs} processes of 1 thread", flush=True)
+def run_stages(stages, *, tau=None, lr=None, jobs=2, quick=False, checkpoints=DEFAULT_CKPT,
+               csv_path=RESULTS, group_size=12):
+    """Runs the stages' jobs in one pool of ``jobs`` processes (longest jobs first, so the
+    pool stays full); returns {stage: rows}. Rows are appended as each job finishes."""
+    work = []
+    for stage in stages:
+        budget = stage_budget(stage, quick)
+        cfg = LARGE if stage == "large" else DataConfig()
+        run_kind = f"sweep-{stage}" + ("-quick" if quick else "")
+        n = sum(len(vs) for _, vs in stage_variants(stage, tau, lr))
+        print(f"# train_sweep {stage}: {n} variants × {len(budget.seeds)} seeds, "
+              f"{budget.steps} steps × batch {budget.batch}, input {cfg.input_label}",
+              flush=True)
+        for mode, vs in stage_variants(stage, tau, lr):
+            for seed in budget.seeds:
+                for group in _groups(vs, group_size):
+                    cost = budget.steps * (len(group) + 2) * cfg.width * cfg.height
+                    work.append((cost, stage, seed, group, budget, cfg, run_kind))
+    work.sort(key=lambda w: -w[0])
+    print(f"# {len(work)} jobs in {jobs} processes of 1 thread", flush=True)
     from tqdm import tqdm
-    rows = []
+    rows = {stage: [] for stage in stages}
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs) as pool, \
-            tqdm(total=len(work), desc=stage, unit="job", file=sys.stderr) as bar:
-        futures = [pool.submit(_job, stage, seed, group, budget, cfg, checkpoints, run_kind)
-                   for seed, group in work]
+            tqdm(total=len(work), desc="jobs", unit="job", file=sys.stderr) as bar:
+        futures = {pool.submit(_job, stage, seed, group, budget, cfg, checkpoints, kind): stage
+                   for _, stage, seed, group, budget, cfg, kind in work}
         for fut in as_completed(futures):
             part, secs = fut.result()
-            rows += part
+            rows[futures[fut]] += part
             bar.update(1)
-            bar.set_postfix_str(f"last job {secs:.0f} s")
+            bar.set_postfix_str(f"{futures[fut]}: last job {secs:.0f} s")
             if csv_path is not None:
                 append_csv(csv_path, part, FIELDS)   # a killed sweep keeps its finished jobs
     print(f"wall time {time.perf_counter() - t0:.0f} s")
@@ -218,7 +230,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--stage", choices=("lr", "ablate", "confirm", "large"))
+    ap.add_argument("--stage", help="comma list of lr, ablate, confirm, large (one pool)")
     ap.add_argument("--summary", metavar="STAGE", help="print a stage's table from the CSV")
     ap.add_argument("--tau", type=float, help="ablate: the heatmap τ (default: the package's)")
     ap.add_argument("--lr", type=float, help="ablate: RSPoseLoss's learning rate")
@@ -232,9 +244,15 @@ def main(argv=None) -> int:
     if args.stage is None and args.summary is None:
         ap.error("give --stage or --summary")
     if args.stage:
-        rows = run_stage(args.stage, tau=args.tau, lr=args.lr, jobs=args.jobs,
-                         quick=args.quick, checkpoints=args.checkpoints, csv_path=args.csv)
-        print(summary(rows))
+        stages = args.stage.split(",")
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            ap.error(f"--stage: unknown {bad}; expected some of {list(STAGES)}")
+        rows = run_stages(stages, tau=args.tau, lr=args.lr, jobs=args.jobs,
+                          quick=args.quick, checkpoints=args.checkpoints, csv_path=args.csv)
+        for stage, part in rows.items():
+            print(f"\n## {stage}\n")
+            print(summary(part))
     if args.summary:
         run = f"sweep-{args.summary}"
         print(summary(read_rows(args.csv, run, args.decoder, args.protocol)))

@@ -145,8 +145,12 @@ def test_smoke_run_writes_rows(tmp_path, capsys):
         assert png.stat().st_size > 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * len(LOSSES)
+    assert len(rows) == 2 * len(LOSSES) * len(te.DECODERS)
     assert set(rows[0]) == set(train.FIELDS)
+    assert {r["decoder"] for r in rows} == set(te.DECODERS)
+    # each loss at its best learning rate (bench/train_sweep.py measured them)
+    assert {(r["loss"], float(r["lr"])) for r in rows} == {
+        (n, train.BEST_LR[n]) for n in LOSSES}
     for r in rows:
         assert 0.0 <= float(r["AP"]) <= 1.0
         assert 0.0 <= float(r["PCK"]) <= 1.0
@@ -154,3 +158,61 @@ def test_smoke_run_writes_rows(tmp_path, capsys):
         assert 0 < float(r["loss_share"]) < 1
     table = capsys.readouterr().out
     assert "RSPoseLoss(simcc)" in table and "AP50" in table
+
+
+def test_loss_variants_build_what_they_say():
+    import rspose_kernels as rk
+    from train_losses import build
+    assert build("mse") is LOSSES["mse"]
+    with pytest.raises(ValueError, match="mse"):
+        build("mse", pos_thr=0.5)
+    spec = build("rspose", pos_thr=0.5, delta=0.25, instance_weight=2.0)
+    assert isinstance(spec.fn, rk.RSPoseLoss) and spec.mode == "heatmap"
+    assert (spec.fn.pos_thr, spec.fn.delta, spec.fn.instance_weight) == (0.5, 0.25, 2.0)
+    assert "τ 0.5" in spec.label
+    simcc = build("rspose_simcc", pos_thr=0.3)
+    assert simcc.fn.mode == "simcc" and simcc.fn.pos_thr == 0.3
+    v = train.variant("rspose", 0.01, pos_thr=0.5)
+    assert v.key == "rspose[pos_thr=0.5]@0.01" and v.columns()["pos_thr"] == 0.5
+    assert train.variant("mse", 2e-3).key == "mse@0.002"
+
+
+def test_keypoint_scope_ranks_each_keypoint_type_over_the_batch():
+    """scope='keypoint': one row of B·H·W pixels per keypoint; weight-0 heatmaps leave it."""
+    import rspose_kernels as rk
+    from train_losses import build
+    b = td.make_batch(2, 0, 3)
+    target, weight = td.heatmap_targets(b["keypoints"], b["visible"], CFG)
+    weight[1, 4] = 0.0
+    out = torch.randn(target.shape, generator=torch.Generator().manual_seed(71))
+    spec = build("rspose", pos_thr=0.5, instance_weight=0.0, scope="keypoint")
+    got = spec.fn(out, target, weight)
+    keep = weight > 0
+    want = []
+    for k in range(target.shape[1]):
+        rows = keep[:, k]
+        want.append((out[rows, k].reshape(-1), target[rows, k].reshape(-1)))
+    per_kpt = [rk.rank_sort_loss(s[None], t[None], pos_thr=0.5).loss for s, t in want]
+    valid = [x for x, (_, t) in zip(per_kpt, want) if (t > 0.5).any()]
+    torch.testing.assert_close(got, torch.stack(valid).mean())
+
+
+def test_sweep_summary_pairs_by_seed():
+    import train_sweep as ts
+    rows = []
+    for seed, (mse, rs) in enumerate([(0.70, 0.72), (0.60, 0.65), (0.80, 0.79)]):
+        for loss, key, lr, ap in (("mse", "mse@0.01", 0.01, mse),
+                                  ("mse", "mse@0.002", 0.002, mse - 0.1),
+                                  ("rspose", "rspose[pos_thr=0.5]@0.002", 0.002, rs)):
+            rows.append(dict(variant=key, loss=loss, mode="heatmap", lr=str(lr), seed=str(seed),
+                             AP=str(ap), PCK="0.5", rho_kpt="0.4", ms_step="10"))
+    table = ts.summary(rows)
+    line = next(li for li in table.splitlines() if li.startswith("| rspose"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # vs MSE at the same lr (0.002): +0.12, +0.15, +0.09; vs MSE at its best (0.01): +0.02, ...
+    assert cells[-2].startswith("0.120 ± 0.030"), cells
+    assert cells[-1].startswith("0.020 ± 0.030"), cells
+    assert {v.loss for _, vs in ts.stage_variants("lr") for v in vs} == {
+        "mse", "rspose", "kl", "rspose_simcc"}
+    assert len([v for _, vs in ts.stage_variants("lr") for v in vs]) == 2 * 4 + 4 * (
+        len(ts.TAUS) + len(ts.SIMCC_TAUS))
