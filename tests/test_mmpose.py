@@ -399,3 +399,37 @@ def test_coco_metric_scores_logit_predictions():
     good, bad = run(codec), run(stock)
     assert good["AP"] == pytest.approx(1.0), good
     assert bad["AP"] == pytest.approx(0.0), bad
+
+
+def test_the_readme_mmpose_example(tmp_path):
+    """The README's ViTPose config, read by mmengine over a stand-in of its base config (the
+    real one's head: HeatmapHead, KeypointMSELoss, UDPHeatmap): it builds RSPoseLoss and a
+    codec that decodes a logit heatmap whose maximum is negative to its joint."""
+    registry = _codecs()
+    from mmengine.config import Config
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b.split("```", 1)[0] for b in readme.split("```python")[1:]
+                 if "LogitUDPHeatmap" in b and "_base_" in b)
+    base = "td-hm_ViTPose-base_8xb64-210e_coco-256x192.py"
+    assert base in block
+    (tmp_path / base).write_text(
+        "codec = dict(type='UDPHeatmap', input_size=(192, 256), heatmap_size=(48, 64), sigma=2)\n"
+        "model = dict(type='TopdownPoseEstimator', head=dict(type='HeatmapHead',\n"
+        "    in_channels=768, out_channels=17, deconv_out_channels=(256, 256),\n"
+        "    deconv_kernel_sizes=(4, 4), loss=dict(type='KeypointMSELoss', use_target_weight=True),\n"
+        "    decoder=codec))\n")
+    (tmp_path / "rspose.py").write_text(block)
+    cfg = Config.fromfile(str(tmp_path / "rspose.py"))
+    head = cfg.model.head
+    assert head.loss.type == "RSPoseLoss" and "use_target_weight" in head.loss
+    from mmpose.registry import MODELS
+    loss = MODELS.module_dict[head.loss.type](**{k: v for k, v in head.loss.items()
+                                                  if k != "type"})
+    assert isinstance(loss, RSPoseLoss)
+    codec = registry.build(head.decoder)
+    assert type(codec).__name__ == "LogitUDPHeatmap"
+    target = codec.encode(JOINTS)["heatmaps"]
+    kpts, scores = codec.decode(_logits(target, level=-1.25))
+    np.testing.assert_allclose(kpts[0, :2], JOINTS[0, :2], atol=0.4)
+    assert ((scores > 0) & (scores < 1)).all()
