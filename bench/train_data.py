@@ -189,6 +189,47 @@ def _segment_masks(grid, a, b, half_width):
     return dist.neg_().add_(half_width[..., None, None] + 0.5).clamp_(0, 1)
 
 
+def _person_segments(keypoints, hidden, order, limb_hw, marker_r):
+    """A person as segments in paint order: its limbs in ``order`` (face links thinner; a
+    limb to a hidden face keypoint is hidden with it), then the markers of its keypoints.
+
+    keypoints [..., K, 2], hidden [..., K], order [L] (shared) or [..., L], limb_hw and
+    marker_r [...] (pixels). Returns segment starts and stops [..., L + K, 2], half-widths
+    [..., L + K], colours [..., L + K, 3] and on [..., L + K] (1 drawn, 0 hidden)."""
+    dev = keypoints.device
+    batch = keypoints.shape[:-2]
+    order = order.to(dev).expand(*batch, len(SKELETON))
+    ends = torch.tensor(SKELETON, device=dev)[order]                  # [..., L, 2] joint ids
+
+    def at(t, idx):   # t [..., K, (C)] gathered at joint ids idx [..., L]
+        if t.dim() == idx.dim():
+            return t.gather(-1, idx)
+        return t.gather(-2, idx[..., None].expand(*idx.shape, t.shape[-1]))
+
+    face = torch.tensor([i in FACE_LIMBS for i in range(len(SKELETON))], device=dev)[order]
+    hw = torch.where(face, 0.4 * limb_hw[..., None], limb_hw[..., None])
+    starts = torch.cat([at(keypoints, ends[..., 0]), keypoints], -2)
+    stops = torch.cat([at(keypoints, ends[..., 1]), keypoints], -2)
+    widths = torch.cat([hw, marker_r[..., None].expand(*batch, K)], -1)
+    colours = torch.cat([LIMB_COLOURS.to(dev)[order],
+                         KEYPOINT_COLOURS.to(dev).expand(*batch, K, 3)], -2)
+    on = torch.cat([~(at(hidden, ends[..., 0]) | at(hidden, ends[..., 1])), ~hidden], -1)
+    return starts, stops, widths, colours, on.float()
+
+
+def _distractor_segments(kinds, a, b, limb_hw, marker_r):
+    """Distractor limbs — copies of the limbs ``kinds`` [..., D] (SKELETON ids) from ``a``
+    to ``b`` [..., D, 2] — as segments: the D limbs, then their D start markers, then their D
+    end markers. limb_hw and marker_r (pixels): [..., D] or broadcastable to it. Returns
+    starts and stops [..., 3D, 2], half-widths [..., 3D] and colours [..., 3D, 3]."""
+    ends = torch.tensor(SKELETON)[kinds.cpu()]                        # [..., D, 2] joint ids
+    marker_r = marker_r.expand(kinds.shape)
+    widths = torch.cat([limb_hw.expand(kinds.shape), marker_r, marker_r], -1)
+    colours = torch.cat([LIMB_COLOURS[kinds.cpu()], KEYPOINT_COLOURS[ends[..., 0]],
+                         KEYPOINT_COLOURS[ends[..., 1]]], -2).to(a.device)
+    return torch.cat([a, a, b], -2), torch.cat([b, a, b], -2), widths, colours
+
+
 def _paint(img, masks, colours, alpha=None):
     """Composite masks [n, S, H, W] with colours [n, S, 3] over img [n, 3, H, W], in order."""
     if alpha is not None:
@@ -253,28 +294,18 @@ def make_batch(seed: int, index: int, n: int, cfg: DataConfig = DataConfig(),
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=dev),
                             torch.arange(w, dtype=torch.float32, device=dev), indexing="ij")
     grid = torch.stack([xs, ys], -1)                              # [H, W, 2]
-    ends = torch.tensor(SKELETON)[kinds]                          # [n, nd, 2] joint ids
     # a distractor: its segment, then its two joint markers
-    d_masks = _segment_masks(grid, torch.cat([d_a, d_a, d_b], 1).to(dev),
-                             torch.cat([d_b, d_a, d_b], 1).to(dev),
-                             torch.cat([limb_hw[:, None].expand(n, nd),
-                                        marker_r[:, None].expand(n, 2 * nd)], 1))
-    d_cols = torch.cat([LIMB_COLOURS[kinds], KEYPOINT_COLOURS[ends[..., 0]],
-                        KEYPOINT_COLOURS[ends[..., 1]]], 1).to(dev)
+    d_starts, d_stops, d_widths, d_cols = _distractor_segments(
+        kinds, d_a.to(dev), d_b.to(dev), limb_hw[:, None], marker_r[:, None])
+    d_masks = _segment_masks(grid, d_starts, d_stops, d_widths)
     behind = (d_on * (~d_front).float()).repeat(1, 3).to(dev)
     front = (d_on * d_front.float()).repeat(1, 3).to(dev)
 
     # The person: limbs (face links thinner; a limb to a hidden face keypoint is hidden with
     # it), then the markers of the keypoints it shows.
-    starts = torch.tensor([SKELETON[i][0] for i in order], device=dev)
-    stops = torch.tensor([SKELETON[i][1] for i in order], device=dev)
-    face = torch.tensor([int(i) in FACE_LIMBS for i in order], device=dev)
-    hw = torch.where(face[None], 0.4 * limb_hw[:, None], limb_hw[:, None])
-    p_masks = _segment_masks(grid, torch.cat([keypoints[:, starts], keypoints], 1),
-                             torch.cat([keypoints[:, stops], keypoints], 1),
-                             torch.cat([hw, marker_r[:, None].expand(n, K)], 1))
-    p_cols = torch.cat([LIMB_COLOURS[order], KEYPOINT_COLOURS]).to(dev)[None].expand(n, -1, -1)
-    p_on = torch.cat([~(hidden[:, starts] | hidden[:, stops]), ~hidden], 1).float()
+    p_starts, p_stops, p_widths, p_cols, p_on = _person_segments(keypoints, hidden, order,
+                                                                 limb_hw, marker_r)
+    p_masks = _segment_masks(grid, p_starts, p_stops, p_widths)
 
     # One stack, back to front: distractors behind, the person, distractors in front.
     img = _paint(background.to(dev), torch.cat([d_masks, p_masks, d_masks], 1),
