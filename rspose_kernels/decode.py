@@ -172,12 +172,15 @@ def decode_simcc(simcc_x: Tensor, simcc_y: Tensor, *, sigma: float | tuple = 6.0
     if simcc_x.shape[:-1] != simcc_y.shape[:-1]:
         raise ValueError(f"simcc_y: expected the leading dims of simcc_x "
                          f"{tuple(simcc_x.shape[:-1])}, got {tuple(simcc_y.shape[:-1])}")
+    if isinstance(sigma, (tuple, list)) and len(sigma) != 2:
+        raise ValueError(f"sigma: expected one number or a pair (σx, σy), got {sigma!r}")
     sx, sy = (sigma, sigma) if not isinstance(sigma, (tuple, list)) else sigma
+    checks.number("sigma", sx, minimum=0, strict=True)
+    checks.number("sigma", sy, minimum=0, strict=True)
     lead = simcc_x.shape[:-1]
     dtype = torch.float64 if torch.float64 in (simcc_x.dtype, simcc_y.dtype) else torch.float32
     locs, peaks = [], []
-    for scores, s, name in ((simcc_x, sx, "sigma"), (simcc_y, sy, "sigma")):
-        checks.number(name, s, minimum=0, strict=True)
+    for scores, s in ((simcc_x, sx), (simcc_y, sy)):
         rows = scores.reshape(-1, scores.shape[-1]).to(dtype)
         peak, i = rows.max(-1)
         loc = i.to(dtype)

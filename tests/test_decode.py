@@ -146,6 +146,8 @@ def test_errors_name_the_argument():
         decode_simcc(torch.zeros(2, 3, 10), torch.zeros(2, 4, 10), sigma=2.0)
     with pytest.raises(ValueError, match="sigma"):
         decode_simcc(torch.zeros(2, 10), torch.zeros(2, 12), sigma=(2.0, -1.0))
+    with pytest.raises(ValueError, match="sigma: expected one number or a pair"):
+        decode_simcc(torch.zeros(2, 10), torch.zeros(2, 12), sigma=(2.0, 1.0, 3.0))
 
 
 def test_exported_at_the_top_level():
