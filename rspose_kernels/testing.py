@@ -6,9 +6,9 @@ and weight 0. SimCC targets are untruncated unit-peak 1D Gaussians.
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+from . import defaults
 
 # SPEC §8 shapes: name -> (B, K, H, W, sigma); for simcc H is the y bins and W the x bins.
 SHAPES = {
@@ -80,7 +80,8 @@ def heatmap_case(b, k, h, w, sigma, *, regime="init", seed=0, dtype=torch.float3
                  device="cpu", invisible=0.1):
     """``(heatmaps [b,k,h,w] of dtype, targets float32, target_weight [b,k])``."""
     targets, weight = gaussian_targets(b, k, h, w, sigma, seed=seed, invisible=invisible)
-    scores = _scores_for(targets, regime, _gen(seed + 1))
+    # "trained": lifted above the pixels a head trained at the pose-level τ ranks below them
+    scores = _scores_for(targets, regime, _gen(seed + 1), pos_thr=defaults.HEATMAP_POS_THR)
     return scores.to(dtype=dtype, device=device), targets.to(device), weight.to(device)
 
 
@@ -97,7 +98,7 @@ def simcc_case(b, k, wx, hy, sigma, *, regime="init", seed=0, dtype=torch.float3
         centre = torch.rand(b, k, 1, generator=g, dtype=torch.float64) * (bins - 1)
         pos = torch.arange(bins, dtype=torch.float64).view(1, 1, bins)
         t = torch.exp(-((pos - centre) ** 2) / (2 * sigma ** 2)) * visible.unsqueeze(-1)
-        s = _scores_for(t, regime, g, pos_thr=math.exp(-4.5))
+        s = _scores_for(t, regime, g, pos_thr=defaults.SIMCC_POS_THR)
         preds.append(s.to(dtype=dtype, device=device))
         targets.append(t.float().to(device))
     return tuple(preds), tuple(targets), visible.to(device)

@@ -88,7 +88,8 @@ def test_spatial_and_simcc_are_reshapes_of_the_core():
     from rspose_kernels.testing import heatmap_case, simcc_case
     heat, target, tw = heatmap_case(2, 3, 9, 7, 1.0, seed=15)
     a = rk.spatial_rs_loss(heat, target, tw[..., None, None], backend="torch")
-    b = rk.rank_sort_loss(heat.flatten(2), target.flatten(2), weight=tw, backend="torch")
+    b = rk.rank_sort_loss(heat.flatten(2), target.flatten(2), weight=tw,
+                          pos_thr=rk.HEATMAP_POS_THR, backend="torch")
     torch.testing.assert_close(torch.stack(a), torch.stack(b))
     (x, y), (gx, gy), tw = simcc_case(2, 3, 40, 30, 3.0, seed=16)
     half = [rk.rank_sort_loss(p, t / t.amax(-1, keepdim=True).clamp_min(1e-12), weight=tw,

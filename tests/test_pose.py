@@ -72,8 +72,12 @@ def oks(d2, area, sigma):
     return max(math.exp(-d2 / (2 * area * (2 * sigma) ** 2)), 1e-6)
 
 
+# The pose-level τ the public functions default to (test_defaults.py pins its value).
+POS_THR = rk.HEATMAP_POS_THR
+
+
 def ref_instance_sort(heat, target, weight=None, *, delta=0.5, sigmas=None, area=None,
-                      pos_thr=0.0):
+                      pos_thr=POS_THR):
     """(loss, gradient on heat) of Instance-Sort, by loops over keypoints and pixels."""
     b_, k_, h_, w_ = heat.shape
     if sigmas is None:
@@ -154,7 +158,7 @@ def ref_rows(scores, labels, weight, valid, delta, pos_thr, grad_mode="identity"
 
 
 def ref_rspose_heatmap(heat, target, weight, mask, *, instance_weight=1.0, loss_weight=1.0,
-                       delta=0.5, pos_thr=0.0, sigmas=None, area=None):
+                       delta=0.5, pos_thr=POS_THR, sigmas=None, area=None):
     b, k, h, w = heat.shape
     valid = torch.ones(b, k, h, w, dtype=torch.bool) if mask is None else \
         (mask != 0).expand(b, k, h, w)
@@ -344,8 +348,8 @@ def test_instance_sort_positive_threshold(backend):
     assert ref_loss > 0
     assert_close(loss, ref_loss)
     assert_close(g, ref_g)
-    # The threshold changes the item set: the loss without it differs.
-    assert abs(ref_instance_sort(heat, target, weight)[0] - ref_loss) > 1e-3
+    # The threshold changes the item set: the loss with τ = 0 differs.
+    assert abs(ref_instance_sort(heat, target, weight, pos_thr=0.0)[0] - ref_loss) > 1e-3
 
 
 def test_target_weights_select_items_without_scaling():
