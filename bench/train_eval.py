@@ -63,21 +63,27 @@ def decode_simcc(pred, split_ratio: float):
 # ranking losses' heads (and a KL SimCC head, whose logits feed a softmax) output;
 # "dark-prob": rk.decode(logits=False), mmpose's DARK on the heatmap itself — for MSE heads.
 DECODERS = ("mmpose", "dark", "dark-prob")
+# the confidence map of a logit head's decoder, compared once (README, "Decoding")
+SCORE_DECODERS = ("dark-sigmoid", "dark-softplus", "dark-max")
 
 
 def decode(output, mode: str, cfg, decoder: str = "mmpose"):
     """Keypoints [B, K, 2] (input pixels) and confidence [B, K] from a head's output."""
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+    if decoder not in DECODERS + SCORE_DECODERS:
+        raise ValueError(f"decoder: expected one of {DECODERS + SCORE_DECODERS}, "
+                         f"got {decoder!r}")
     if decoder == "mmpose":
         if mode == "heatmap":
             return decode_heatmaps(output, cfg.heatmap_stride)
         return decode_simcc(output, cfg.simcc_split_ratio)
-    logits = decoder == "dark"
+    logits = decoder != "dark-prob"
+    opts = dict(logits=logits)
+    if decoder in SCORE_DECODERS:
+        opts["score"] = decoder.split("-")[1]
     if mode == "heatmap":
-        xy, conf = rk.decode.decode_heatmaps(output, sigma=cfg.heatmap_sigma, logits=logits)
+        xy, conf = rk.decode.decode_heatmaps(output, sigma=cfg.heatmap_sigma, **opts)
         return xy * cfg.heatmap_stride, conf
-    xy, conf = rk.decode.decode_simcc(*output, sigma=cfg.simcc_sigma, logits=logits)
+    xy, conf = rk.decode.decode_simcc(*output, sigma=cfg.simcc_sigma, **opts)
     return xy / cfg.simcc_split_ratio, conf
 
 

@@ -362,6 +362,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--csv", type=Path, default=RESULTS)
     ap.add_argument("--no-csv", action="store_true")
+    ap.add_argument("--decoders", help="comma list (default: train_eval.DECODERS; also "
+                                       "train_eval.SCORE_DECODERS)")
     args = ap.parse_args(argv)
     if args.stage is None and args.summary is None:
         ap.error("give --stage or --summary")
@@ -386,6 +388,10 @@ def main(argv=None) -> int:
     env = environment(args.device, run, torch.float32)
     env.update(rspose_kernels=rk.__version__, pycocotools=package_version("pycocotools"),
                threads=torch.get_num_threads())
+    decoders = tuple(args.decoders.split(",")) if args.decoders else train_eval.DECODERS
+    bad = [d for d in decoders if d not in train_eval.DECODERS + train_eval.SCORE_DECODERS]
+    if bad:
+        ap.error(f"--decoders: unknown {bad}")
     t0 = time.perf_counter()
     val = validation_set(args.val_size, cfg)
     val_gt = train_eval.coco_ground_truth(val["keypoints"], val["visible"], val["box"],
@@ -395,14 +401,14 @@ def main(argv=None) -> int:
     print(f"# train_protocols {args.stage}: {len(found)} checkpoints; {args.val_size} "
           f"ground-truth crops; {len(scenes)} scenes, {int(scenes.people['on'].sum())} people, "
           f"{len(scenes.candidates['scene'])} candidate crops (made in "
-          f"{time.perf_counter() - t0:.1f} s); decoders {list(train_eval.DECODERS)}; "
+          f"{time.perf_counter() - t0:.1f} s); decoders {list(decoders)}; "
           f"{env['threads']} threads", flush=True)
     rows = []
     for seed, key, path in tqdm(found, desc="checkpoints", file=sys.stderr,
                                 mininterval=0.5 if sys.stderr.isatty() else 30):
         try:
             part = evaluate_checkpoint(path, seed, key, budget, cfg, val, val_gt, scenes,
-                                       scenes_gt, env, device)
+                                       scenes_gt, env, device, decoders)
         except (RuntimeError, EOFError, OSError) as exc:   # e.g. a file the sweep is writing
             print(f"skipped {path}: {exc}", file=sys.stderr)
             continue

@@ -226,12 +226,53 @@ def summary(rows, metric="AP") -> str:
     return "\n".join(lines)
 
 
+def grid(rows, metric="AP") -> str:
+    """Markdown: one line per variant without its learning rate, the metric (mean ± sd over
+    seeds) at each learning rate, and at the variant's best learning rate the paired Δ
+    against the mode's baseline at *its* best learning rate."""
+    by_variant = defaultdict(list)
+    for r in rows:
+        by_variant[r["variant"]].append(r)
+    lrs = sorted({_num(r["lr"]) for r in rows})
+    family = defaultdict(dict)             # variant without lr -> lr -> rows
+    for k, rs in by_variant.items():
+        family[k.rsplit("@", 1)[0]][_num(rs[0]["lr"])] = rs
+
+    def mean(rs):
+        return statistics.fmean(_num(r[metric]) for r in rs)
+
+    best = {}                              # mode -> the baseline's best rows
+    for name, per_lr in family.items():
+        r0 = next(iter(per_lr.values()))[0]
+        if r0["loss"] == BASELINE[r0["mode"]]:
+            best[r0["mode"]] = max(per_lr.values(), key=mean)
+    head = ["variant", "mode"] + [f"lr {lr:g}" for lr in lrs] + [
+        "best lr", f"Δ{metric} vs best baseline (paired)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, per_lr in family.items():
+        r0 = next(iter(per_lr.values()))[0]
+        top_lr = max(per_lr, key=lambda lr: mean(per_lr[lr]))
+        cells = [name, r0["mode"]]
+        for lr in lrs:
+            rs = per_lr.get(lr)
+            text = _ms([_num(r[metric]) for r in rs]) if rs else "—"
+            cells.append(f"**{text}**" if lr == top_lr else text)
+        base = best.get(r0["mode"])
+        d = _paired(per_lr[top_lr], base, metric) if base and r0["loss"] != BASELINE[
+            r0["mode"]] else []
+        cells += [f"{top_lr:g}", _ms(d) if d else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--stage", help="comma list of lr, ablate, confirm, large (one pool)")
     ap.add_argument("--summary", metavar="STAGE", help="print a stage's table from the CSV")
+    ap.add_argument("--grid", action="store_true",
+                    help="--summary as a variant × learning-rate grid")
     ap.add_argument("--tau", type=float, help="ablate: the heatmap τ (default: the package's)")
     ap.add_argument("--lr", type=float, help="ablate: RSPoseLoss's learning rate")
     ap.add_argument("--jobs", type=int, default=2, help="processes (default %(default)s)")
@@ -255,7 +296,8 @@ def main(argv=None) -> int:
             print(summary(part))
     if args.summary:
         run = f"sweep-{args.summary}"
-        print(summary(read_rows(args.csv, run, args.decoder, args.protocol)))
+        rows = read_rows(args.csv, run, args.decoder, args.protocol)
+        print(grid(rows) if args.grid else summary(rows))
     return 0
 
 

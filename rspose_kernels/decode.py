@@ -109,12 +109,17 @@ def _newton_1d(logp: Tensor, i: Tensor) -> Tensor:
     return torch.where(ok, off, torch.zeros_like(off))
 
 
-def _confidence(peak: Tensor, logits: bool) -> Tensor:
-    return torch.sigmoid(peak) if logits else peak
+SCORES = ("sigmoid", "softplus", "max")
+
+
+def _confidence(peak: Tensor, logits: bool, score: str) -> Tensor:
+    if not logits or score == "max":
+        return peak
+    return torch.sigmoid(peak) if score == "sigmoid" else F.softplus(peak)
 
 
 def decode_heatmaps(heatmaps: Tensor, *, sigma: float = 2.0, logits: bool = True,
-                    refine: bool = True) -> tuple[Tensor, Tensor]:
+                    refine: bool = True, score: str = "sigmoid") -> tuple[Tensor, Tensor]:
     """Keypoints and confidences from heatmaps.
 
     Args:
@@ -136,6 +141,7 @@ def decode_heatmaps(heatmaps: Tensor, *, sigma: float = 2.0, logits: bool = True
     """
     checks.tensor("heatmaps", heatmaps, min_dim=2)
     checks.number("sigma", sigma, minimum=0, strict=True)
+    checks.choice("score", score, SCORES)
     lead, (h, w) = heatmaps.shape[:-2], heatmaps.shape[-2:]
     dtype = torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
     maps = heatmaps.reshape(-1, h, w).to(dtype)
@@ -146,11 +152,12 @@ def decode_heatmaps(heatmaps: Tensor, *, sigma: float = 2.0, logits: bool = True
         p = _distribution(maps.flatten(1), logits).view_as(maps)
         p = _blur_maps(p, gaussian_kernel(sigma, dtype, maps.device))
         xy = xy + _newton_2d(torch.log(p.clamp_min(_LOG_FLOOR)), x, y)
-    return xy.view(*lead, 2), _confidence(peak, logits).view(lead)
+    return xy.view(*lead, 2), _confidence(peak, logits, score).view(lead)
 
 
 def decode_simcc(simcc_x: Tensor, simcc_y: Tensor, *, sigma: float | tuple = 6.0,
-                 logits: bool = True, refine: bool = True) -> tuple[Tensor, Tensor]:
+                 logits: bool = True, refine: bool = True,
+                 score: str = "sigmoid") -> tuple[Tensor, Tensor]:
     """Keypoints and confidences from SimCC x / y bin scores.
 
     Args:
@@ -169,6 +176,7 @@ def decode_simcc(simcc_x: Tensor, simcc_y: Tensor, *, sigma: float | tuple = 6.0
     """
     checks.tensor("simcc_x", simcc_x, min_dim=1)
     checks.tensor("simcc_y", simcc_y, min_dim=1)
+    checks.choice("score", score, SCORES)
     if simcc_x.shape[:-1] != simcc_y.shape[:-1]:
         raise ValueError(f"simcc_y: expected the leading dims of simcc_x "
                          f"{tuple(simcc_x.shape[:-1])}, got {tuple(simcc_y.shape[:-1])}")
@@ -190,4 +198,4 @@ def decode_simcc(simcc_x: Tensor, simcc_y: Tensor, *, sigma: float | tuple = 6.0
         locs.append(loc)
         peaks.append(peak)
     xy = torch.stack(locs, -1).view(*lead, 2)
-    return xy, _confidence(torch.minimum(*peaks), logits).view(lead)
+    return xy, _confidence(torch.minimum(*peaks), logits, score).view(lead)
