@@ -13,8 +13,13 @@ flat for a peak below 1e-3. These functions decode logits for what they are:
   towards the maximum of its quadratic model. The step is taken only where the quadratic has a
   maximum (negative-definite Hessian) and is clamped to one pixel: a flat logit peak has a
   near-singular Hessian and an unclamped step would jump across the map;
-- confidence: ``sigmoid(max logit)``, a monotone map of the maximum into (0, 1), so mmpose's
-  ``keypoint_score_thr`` applies to it (README, "Decoding").
+- confidence: ``softplus(max logit) = log(1 + e^max)``, a monotone map of the maximum to
+  (0, ∞): the logit itself where it is clearly positive (where a trained head's maxima lie)
+  and a small positive score below, so mmpose's ``keypoint_score_thr`` and its
+  box score × mean keypoint score rescoring apply to it. Measured against ``sigmoid`` and the
+  raw maximum on bench/train_protocols.py's detected-box protocol (README, "Decoding"): the
+  sigmoid squeezes a trained head's scores into 0.7–0.95, so the rescoring ranks by box
+  score alone (−0.03 AP); softplus and the raw maximum tie, and softplus never goes ≤ 0.
 
 ``logits=False`` decodes MSE-style heatmaps (probabilities) with the same DARK step on the
 heatmap itself (mmpose's DARK) and the raw maximum as confidence, so one function serves
@@ -119,16 +124,18 @@ def _confidence(peak: Tensor, logits: bool, score: str) -> Tensor:
 
 
 def decode_heatmaps(heatmaps: Tensor, *, sigma: float = 2.0, logits: bool = True,
-                    refine: bool = True, score: str = "sigmoid") -> tuple[Tensor, Tensor]:
+                    refine: bool = True, score: str = "softplus") -> tuple[Tensor, Tensor]:
     """Keypoints and confidences from heatmaps.
 
     Args:
         heatmaps: ``[..., H, W]`` scores (logits when ``logits``; probabilities otherwise).
         sigma: the Gaussian σ of the training targets, in heatmap pixels (the blur).
         logits: the head outputs logits (trained with this package's losses): refine
-            ``exp(logit − max)`` and report ``sigmoid(max)``; False: refine the heatmap
+            ``exp(logit − max)`` and map the maximum by ``score``; False: refine the heatmap
             itself and report its maximum (MSE heads, mmpose's DARK).
         refine: take the DARK step; False gives the integer arg-max.
+        score: the confidence of a logit head: "softplus" (default), "sigmoid" or "max"
+            (the raw logit).
 
     Returns:
         ``(keypoints [..., 2], scores [...])``: (x, y) in heatmap pixels (pixel centres at
@@ -137,7 +144,8 @@ def decode_heatmaps(heatmaps: Tensor, *, sigma: float = 2.0, logits: bool = True
 
     Raises:
         TypeError: heatmaps is not a tensor.
-        ValueError: heatmaps not floating or of fewer than 2 dims, or sigma ≤ 0.
+        ValueError: heatmaps not floating or of fewer than 2 dims, sigma ≤ 0, or an unknown
+            score.
     """
     checks.tensor("heatmaps", heatmaps, min_dim=2)
     checks.number("sigma", sigma, minimum=0, strict=True)
@@ -157,13 +165,13 @@ def decode_heatmaps(heatmaps: Tensor, *, sigma: float = 2.0, logits: bool = True
 
 def decode_simcc(simcc_x: Tensor, simcc_y: Tensor, *, sigma: float | tuple = 6.0,
                  logits: bool = True, refine: bool = True,
-                 score: str = "sigmoid") -> tuple[Tensor, Tensor]:
+                 score: str = "softplus") -> tuple[Tensor, Tensor]:
     """Keypoints and confidences from SimCC x / y bin scores.
 
     Args:
         simcc_x, simcc_y: ``[..., Wx]`` and ``[..., Hy]`` scores with the same leading dims.
         sigma: the label σ in bins (one number, or (σx, σy)), for the blur.
-        logits, refine: as in ``decode_heatmaps``; the 1-D DARK step on each axis.
+        logits, refine, score: as in ``decode_heatmaps``; the 1-D DARK step on each axis.
 
     Returns:
         ``(keypoints [..., 2], scores [...])``: (x, y) in bins (divide by the split ratio for

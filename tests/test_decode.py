@@ -49,7 +49,10 @@ def test_recovers_off_grid_centres_of_logit_heads(dtype, sigma):
     xy64, _ = decode_heatmaps(logits.double(), sigma=sigma)
     torch.testing.assert_close(xy.double(), xy64, rtol=0, atol=1e-4)
     peak = logits.flatten(1).amax(-1)
-    torch.testing.assert_close(score, torch.sigmoid(peak))
+    torch.testing.assert_close(score, torch.nn.functional.softplus(peak))
+    for name, fn in (("sigmoid", torch.sigmoid), ("max", lambda t: t)):
+        _, other = decode_heatmaps(logits, sigma=sigma, score=name)
+        torch.testing.assert_close(other, fn(peak))
     # the integer arg-max alone is off by up to half a pixel: the step is what helps
     raw, _ = decode_heatmaps(logits, sigma=sigma, refine=False)
     assert (raw - torch.tensor(CENTRES, dtype=dtype)).abs().max() > 0.4
@@ -88,7 +91,8 @@ def test_batches_keep_their_leading_dims_and_match_one_by_one():
 def test_flat_border_and_empty_maps():
     flat = torch.zeros(1, H, W)
     xy, score = decode_heatmaps(flat, sigma=2.0)
-    assert torch.equal(xy, torch.zeros(1, 2)) and score.item() == 0.5
+    assert torch.equal(xy, torch.zeros(1, 2))
+    assert score.item() == pytest.approx(math.log(2))   # softplus(0)
     # a peak on the border: the step needs both neighbours, so the arg-max stays
     edge = _quadratic_logits([(0.0, 13.4), (23.0, 31.0)], 2.0, 0.0)
     xy, _ = decode_heatmaps(edge, sigma=2.0)
@@ -120,7 +124,8 @@ def test_simcc_recovers_off_grid_centres(dtype):
     assert xy.shape == (2, 2, 2) and score.shape == (2, 2)
     torch.testing.assert_close(xy, torch.stack([cx, cy], -1), rtol=0, atol=METHOD_TOL)
     # the weaker axis scores the keypoint (mmpose's get_simcc_maximum takes the minimum)
-    torch.testing.assert_close(score, torch.sigmoid(torch.minimum(x.amax(-1), y.amax(-1))))
+    torch.testing.assert_close(score, torch.nn.functional.softplus(
+        torch.minimum(x.amax(-1), y.amax(-1))))
     # level-free, as the heatmap decoder
     xy2, _ = decode_simcc(x - 30, y + 7, sigma=(sx, sy))
     torch.testing.assert_close(xy2, xy, rtol=0, atol=1e-4)
@@ -146,6 +151,8 @@ def test_errors_name_the_argument():
         decode_simcc(torch.zeros(2, 3, 10), torch.zeros(2, 4, 10), sigma=2.0)
     with pytest.raises(ValueError, match="sigma"):
         decode_simcc(torch.zeros(2, 10), torch.zeros(2, 12), sigma=(2.0, -1.0))
+    with pytest.raises(ValueError, match="score"):
+        decode_heatmaps(torch.zeros(2, H, W), score="probability")
     with pytest.raises(ValueError, match="sigma: expected one number or a pair"):
         decode_simcc(torch.zeros(2, 10), torch.zeros(2, 12), sigma=(2.0, 1.0, 3.0))
 

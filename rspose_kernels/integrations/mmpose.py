@@ -12,8 +12,9 @@ in [0, 1] (a maximum ≤ 0 becomes a missing keypoint at −1; UDP takes
 ``log(clip(heatmap, 1e-3, 50))``). ``LogitMSRAHeatmap``, ``LogitUDPHeatmap`` and
 ``LogitSimCCLabel`` keep their stock codec's encoding (targets, weights, the data pipeline)
 and decode through ``rspose_kernels.decode``: the arg-max refined by a DARK step on
-``exp(logit − max)`` and ``sigmoid(max logit)`` as the keypoint score, in (0, 1) as
-``CocoMetric``'s ``keypoint_score_thr`` expects (README, "Decoding", says which threshold).
+``exp(logit − max)`` and ``softplus(max logit)`` as the keypoint score: positive, the logit
+itself where a trained head's maxima lie, so ``CocoMetric``'s ``keypoint_score_thr`` (0.2
+keeps logits above −1.5) and its box × keypoint rescoring apply (README, "Decoding").
 
 This is the only module of the package that imports mmpose. Without mmpose (or with an mmpose
 that cannot import) it still imports: ``MMPOSE_AVAILABLE`` is False and ``MMPOSE_IMPORT_ERROR``
@@ -91,8 +92,8 @@ def _make_codecs(codecs):
 
     class LogitSimCCLabel(codecs.SimCCLabel):
         """``SimCCLabel`` whose decode reads RSPose (or KL) logits: the 1-D DARK step on
-        ``exp(logit − max)`` with the labels' σ in bins, sigmoid of the weaker axis' maximum
-        as the score. ``decode_visibility`` keeps mmpose's visibility estimate."""
+        ``exp(logit − max)`` with the labels' σ in bins, softplus of the weaker axis'
+        maximum as the score. ``decode_visibility`` keeps mmpose's visibility estimate."""
 
         def decode(self, simcc_x, simcc_y):
             xy, score = _decode.decode_simcc(
