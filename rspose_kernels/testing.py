@@ -77,11 +77,14 @@ def _scores_for(targets, regime, g, pos_thr=0.0):
 
 
 def heatmap_case(b, k, h, w, sigma, *, regime="init", seed=0, dtype=torch.float32,
-                 device="cpu", invisible=0.1):
-    """``(heatmaps [b,k,h,w] of dtype, targets float32, target_weight [b,k])``."""
+                 device="cpu", invisible=0.1, pos_thr=None):
+    """``(heatmaps [b,k,h,w] of dtype, targets float32, target_weight [b,k])``.
+
+    regime "trained": the scores of a head trained at ``pos_thr`` (default: the pose-level
+    τ), its positives lifted above the target pixels it ranks as negatives."""
     targets, weight = gaussian_targets(b, k, h, w, sigma, seed=seed, invisible=invisible)
-    # "trained": lifted above the pixels a head trained at the pose-level τ ranks below them
-    scores = _scores_for(targets, regime, _gen(seed + 1), pos_thr=defaults.HEATMAP_POS_THR)
+    pos_thr = defaults.HEATMAP_POS_THR if pos_thr is None else pos_thr
+    scores = _scores_for(targets, regime, _gen(seed + 1), pos_thr=pos_thr)
     return scores.to(dtype=dtype, device=device), targets.to(device), weight.to(device)
 
 

@@ -68,7 +68,7 @@ def test_odd_lengths_match_torch(length, device):
 def test_heatmaps_match_torch(regime, mode, device):
     # mmpose-style targets; "trained" makes most negatives prunable (tile pruning runs).
     heatmaps, targets, _ = heatmap_case(2, 3, 40, 30, 2.0, regime=regime, seed=7,
-                                        device=device)
+                                        device=device, pos_thr=0.0)
     scores, labels = heatmaps.reshape(6, -1), targets.reshape(6, -1)
     for delta in (0.25, 1.0):
         assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)

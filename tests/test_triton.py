@@ -127,7 +127,7 @@ def test_identity_gradient_rows_sum_to_zero(device):
 def test_pruning_is_exact(exact, device):
     # Trained-regime heatmaps: nearly every negative lies δ below the lowest positive.
     heatmaps, targets, _ = heatmap_case(2, 3, 10, 9, 1.0, regime="trained", seed=10,
-                                        device=device, invisible=0.2)
+                                        device=device, invisible=0.2, pos_thr=0.0)
     scores, labels = heatmaps.flatten(2).flatten(0, 1), targets.flatten(2).flatten(0, 1)
     npos, nkeep = tk.row_stats(scores, labels, 0.5, 0.0)
     negatives = scores.shape[1] - npos
