@@ -48,7 +48,8 @@ from rspose_kernels.dispatch import resolve_backend  # noqa: E402
 from run import append_csv, environment, load_avg, package_version  # noqa: E402
 from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
                         validation_set)
-from train_eval import DECODERS, best_decoder, coco_ground_truth, decode, evaluate  # noqa: E402
+from train_eval import (DECODERS, best_decoder, coco_ground_truth, decode,  # noqa: E402
+                        evaluate, mean_sd)
 from train_losses import LOSSES, LossSpec, build as build_loss  # noqa: E402
 from train_models import build_model  # noqa: E402
 
@@ -294,16 +295,6 @@ def train_seed(seed: int, variants, budget: Budget, cfg: DataConfig, device: tor
 
 # ----------------------------------------------------------------------------- output
 
-def _mean_sd(values, digits):
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "n/a"
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def summary_table(rows: list[dict]) -> str:
     """Markdown: one line per variant at its last step, mean ± sd over seeds — decoded by
     mmpose's stock rule and by the decoder made for the loss (train_eval.best_decoder)."""
@@ -321,9 +312,9 @@ def summary_table(rows: list[dict]) -> str:
             if not rs:
                 continue
             cells = [LOSSES[first["loss"]].label, first["mode"], f"{first['lr']:g}", decoder]
-            cells += [_mean_sd([r[m] for r in rs], 3) for m in METRICS]
-            cells.append(_mean_sd([r["ms_step"] for r in rs], 0))
-            cells.append(_mean_sd([100 * r["loss_share"] for r in rs], 0) + " %")
+            cells += [mean_sd([r[m] for r in rs], 3) for m in METRICS]
+            cells.append(mean_sd([r["ms_step"] for r in rs], 0))
+            cells.append(mean_sd([100 * r["loss_share"] for r in rs], 0) + " %")
             lines.append("| " + " | ".join(cells) + " |")
     r0 = final[0]
     lines.append(f"\n{last} steps × batch {r0['batch']}, seeds {seeds} (± = sd over seeds), "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import statistics
 
 import numpy as np
 import torch
@@ -92,6 +93,39 @@ def best_decoder(loss: str) -> str:
     return "dark-prob" if loss == "mse" else "dark"
 
 
+def as_number(v) -> float:
+    """A CSV cell as a float (nan when blank or not a number)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def mean_sd(values, digits: int = 3) -> str:
+    """'mean ± sd' of the non-NaN values (the mean alone for one, 'n/a' for none)."""
+    values = [v for v in map(as_number, values) if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def coco_eval(coco_gt, dets: list):
+    """pycocotools COCOeval (keypoints, COCO's sigmas) of detections ``dets``, quietly; the
+    evaluated ``COCOeval`` (``.stats``, ``.ious``)."""
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(dets)
+        ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        ev.params.kpt_oks_sigmas = COCO_SIGMAS
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
 def _coco(gt: dict):
     from pycocotools.coco import COCO
     coco = COCO()
@@ -139,8 +173,6 @@ def evaluate(pred, conf, gt: dict, val: dict) -> dict:
     Spearman correlations of keypoint confidence with keypoint OKS (over labelled keypoints)
     and of instance score with instance OKS (COCO's OKS, from the evaluator).
     """
-    from pycocotools.cocoeval import COCOeval
-
     pred = pred.detach().cpu().double()
     conf = conf.detach().cpu().double()
     score = conf.mean(1)
@@ -149,14 +181,7 @@ def evaluate(pred, conf, gt: dict, val: dict) -> dict:
         flat = torch.cat([pred[i], conf[i, :, None]], 1).reshape(-1)
         dets.append({"image_id": i + 1, "category_id": 1, "keypoints": flat.tolist(),
                      "score": float(score[i])})
-    coco_gt = _coco(gt)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(dets)
-        ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
-        ev.params.kpt_oks_sigmas = COCO_SIGMAS
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ev = coco_eval(_coco(gt), dets)
     instance_oks = np.array([float(np.asarray(ev.ious[(i + 1, 1)]).reshape(-1)[0])
                              for i in range(pred.shape[0])])
 

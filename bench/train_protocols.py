@@ -43,12 +43,8 @@ to normalise by).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import io
-import math
 import re
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -65,7 +61,8 @@ import rspose_kernels as rk  # noqa: E402
 from run import append_csv, environment, load_avg, package_version  # noqa: E402
 from train_data import DataConfig, validation_set  # noqa: E402
 import train_eval  # noqa: E402
-from train_eval import COCO_SIGMAS, _coco, _spearman, keypoint_oks  # noqa: E402
+from train_eval import (COCO_SIGMAS, _coco, _spearman, as_number, coco_eval,  # noqa: E402
+                        keypoint_oks, mean_sd)
 from train_scenes import Scenes, make_scenes, scene_ground_truth, to_scene  # noqa: E402
 
 NMS_THR = 0.9                 # mmpose CocoMetric's default
@@ -145,8 +142,6 @@ def pose_oks(pred, scenes: Scenes, scene):
 
 def _select_metrics(scenes, coco_gt, pred, conf, score, keep) -> dict:
     """COCOeval and the correlations for the detections ``keep`` of the candidates."""
-    from pycocotools.cocoeval import COCOeval
-
     c = scenes.candidates
     scene = c["scene"][torch.as_tensor(keep)]
     dets = []
@@ -154,13 +149,7 @@ def _select_metrics(scenes, coco_gt, pred, conf, score, keep) -> dict:
         flat = np.concatenate([pred[i], conf[i][:, None]], 1).reshape(-1)
         dets.append({"image_id": int(scene[j]) + 1, "category_id": 1,
                      "keypoints": flat.tolist(), "score": float(score[i])})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(dets)
-        ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
-        ev.params.kpt_oks_sigmas = COCO_SIGMAS
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ev = coco_eval(coco_gt, dets)
     inst, terms = pose_oks(pred[keep], scenes, scene)
     match = inst.argmax(1)
     best = inst[np.arange(len(keep)), match]
@@ -291,23 +280,6 @@ def evaluate_checkpoint(path, seed, key, budget, cfg, val, val_gt, scenes, scene
 
 # ----------------------------------------------------------------------------- summary
 
-def _num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _ms(values, digits=3):
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "n/a"
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def summary(rows) -> str:
     """Markdown: per variant and decoder, AP and ρ inst under each protocol (mean ± sd over
     seeds)."""
@@ -322,8 +294,8 @@ def summary(rows) -> str:
                                                                            t[0][2])):
         seeds = len({r["seed"] for rs in by.values() for r in rs})
         cells = [key, mode, decoder, str(seeds)]
-        cells += [_ms([_num(r["AP"]) for r in by.get(p, [])]) for p in protocols]
-        cells += [_ms([_num(r["rho_inst"]) for r in by.get(p, [])], 2) for p in protocols
+        cells += [mean_sd([as_number(r["AP"]) for r in by.get(p, [])]) for p in protocols]
+        cells += [mean_sd([as_number(r["rho_inst"]) for r in by.get(p, [])], 2) for p in protocols
                   if "oracle" not in p]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

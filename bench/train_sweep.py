@@ -46,9 +46,9 @@ import torch  # noqa: E402
 
 import rspose_kernels as rk  # noqa: E402
 from run import append_csv, environment, package_version  # noqa: E402
-from train import BEST_LR, BUDGETS, FIELDS, RESULTS, Variant, train_seed, variant  # noqa: E402
+from train import BEST_LR, BUDGETS, FIELDS, RESULTS, train_seed, variant  # noqa: E402
 from train_data import DataConfig, validation_set  # noqa: E402
-from train_eval import coco_ground_truth  # noqa: E402
+from train_eval import as_number, coco_ground_truth, mean_sd  # noqa: E402
 
 LRS = (2e-3, 5e-3, 1e-2, 2e-2)
 TAUS = (0.0, 0.1, 0.3, 0.5, 0.7)
@@ -154,27 +154,10 @@ def run_stages(stages, *, tau=None, lr=None, jobs=2, quick=False, checkpoints=DE
 
 # ----------------------------------------------------------------------------- summary
 
-def _num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _ms(values, digits=3):
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "n/a"
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:+.{digits}f}" if digits < 0 else f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _paired(rows_a, rows_b, metric="AP"):
     """Per-seed differences a − b (seeds both have)."""
-    a = {r["seed"]: _num(r[metric]) for r in rows_a}
-    b = {r["seed"]: _num(r[metric]) for r in rows_b}
+    a = {r["seed"]: as_number(r[metric]) for r in rows_a}
+    b = {r["seed"]: as_number(r[metric]) for r in rows_b}
     return [a[s] - b[s] for s in sorted(set(a) & set(b))]
 
 
@@ -196,7 +179,7 @@ def summary(rows, metric="AP") -> str:
     by_variant = defaultdict(list)
     for r in rows:
         by_variant[r["variant"]].append(r)
-    mean = {k: statistics.fmean(_num(r[metric]) for r in v) for k, v in by_variant.items()}
+    mean = {k: statistics.fmean(as_number(r[metric]) for r in v) for k, v in by_variant.items()}
     best_base = {}
     for k, v in by_variant.items():
         loss, mode = v[0]["loss"], v[0]["mode"]
@@ -219,10 +202,10 @@ def summary(rows, metric="AP") -> str:
         d_best = _paired(rs, by_variant[best_base[mode]], metric) if mode in best_base \
             and k != best_base[mode] else []
         lines.append("| " + " | ".join([
-            k, mode, f"{_num(lr):g}", str(len(rs)), _ms([_num(r[metric]) for r in rs]),
-            _ms([_num(r["PCK"]) for r in rs]), _ms([_num(r["rho_kpt"]) for r in rs], 2),
-            _ms([_num(r["ms_step"]) for r in rs], 0),
-            _ms(d_same) if d_same else "—", _ms(d_best) if d_best else "—"]) + " |")
+            k, mode, f"{as_number(lr):g}", str(len(rs)), mean_sd([as_number(r[metric]) for r in rs]),
+            mean_sd([as_number(r["PCK"]) for r in rs]), mean_sd([as_number(r["rho_kpt"]) for r in rs], 2),
+            mean_sd([as_number(r["ms_step"]) for r in rs], 0),
+            mean_sd(d_same) if d_same else "—", mean_sd(d_best) if d_best else "—"]) + " |")
     return "\n".join(lines)
 
 
@@ -233,13 +216,13 @@ def grid(rows, metric="AP") -> str:
     by_variant = defaultdict(list)
     for r in rows:
         by_variant[r["variant"]].append(r)
-    lrs = sorted({_num(r["lr"]) for r in rows})
+    lrs = sorted({as_number(r["lr"]) for r in rows})
     family = defaultdict(dict)             # variant without lr -> lr -> rows
     for k, rs in by_variant.items():
-        family[k.rsplit("@", 1)[0]][_num(rs[0]["lr"])] = rs
+        family[k.rsplit("@", 1)[0]][as_number(rs[0]["lr"])] = rs
 
     def mean(rs):
-        return statistics.fmean(_num(r[metric]) for r in rs)
+        return statistics.fmean(as_number(r[metric]) for r in rs)
 
     best = {}                              # mode -> the baseline's best rows
     for name, per_lr in family.items():
@@ -255,12 +238,12 @@ def grid(rows, metric="AP") -> str:
         cells = [name, r0["mode"]]
         for lr in lrs:
             rs = per_lr.get(lr)
-            text = _ms([_num(r[metric]) for r in rs]) if rs else "—"
+            text = mean_sd([as_number(r[metric]) for r in rs]) if rs else "—"
             cells.append(f"**{text}**" if lr == top_lr else text)
         base = best.get(r0["mode"])
         d = _paired(per_lr[top_lr], base, metric) if base and r0["loss"] != BASELINE[
             r0["mode"]] else []
-        cells += [f"{top_lr:g}", _ms(d) if d else "—"]
+        cells += [f"{top_lr:g}", mean_sd(d) if d else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
