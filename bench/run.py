@@ -63,7 +63,7 @@ BASELINES = ("mse", "rs_loop")
 FIELDS = ("date", "run_id", "run", "commit", "device", "device_type", "threads", "torch",
           "triton", "cuda", "dtype", "shape", "regime", "batch", "keypoints", "rows",
           "provider", "mode", "median_ms", "p20_ms", "p80_ms", "reps", "peak_mem_mb", "pairs",
-          "pairs_per_s", "ratio_to_mse", "load_avg", "note")
+          "pairs_per_s", "ratio_to_mse", "load_avg", "note", "pos_thr", "delta")
 
 # --quick on a CPU: (batch, keypoints) per shape, the first b items and k keypoints of the SPEC
 # case, sized so that all shapes and regimes fit ~40 s on 2 cores with the torch backend.
@@ -119,13 +119,17 @@ class Case:
 
 
 def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
-              dtype=torch.float32) -> Case:
+              dtype=torch.float32, pos_thr=None) -> Case:
     """The SPEC §8 case from rspose_kernels.testing, cut to its first ``batch`` items and
-    ``keypoints`` keypoints when given (quick mode)."""
+    ``keypoints`` keypoints when given (quick mode). ``pos_thr``: the heatmap τ (default the
+    pose-level one, what spatial_rs_loss uses; the trained regime is trained at it); SimCC
+    shapes keep SimCC's τ."""
     b_full, k_full = SHAPES[shape][:2]
     b = b_full if batch is None else min(batch, b_full)
     k = k_full if keypoints is None else min(keypoints, k_full)
-    pred, target, weight = shape_case(shape, regime=regime, dtype=dtype, device=device)
+    heat_thr = HEATMAP_POS_THR if pos_thr is None else float(pos_thr)
+    pred, target, weight = shape_case(shape, regime=regime, dtype=dtype, device=device,
+                                      pos_thr=heat_thr)
 
     def cut(t):
         return t[:b, :k].contiguous()
@@ -144,7 +148,7 @@ def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
     else:
         pred = cut(pred).requires_grad_(True)
         target = cut(target)
-        pos_thr = HEATMAP_POS_THR   # what spatial_rs_loss uses by default
+        pos_thr = heat_thr
         length = pred.shape[-1] * pred.shape[-2]
         groups = [(pred.detach().reshape(-1, length), target.reshape(-1, length))]
     case = Case(shape, regime, b, k, pred, target, weight, groups, pos_thr)
@@ -224,7 +228,7 @@ def backend_provider(case: Case, name: str, device_type: str = "cpu") -> Provide
     elif algorithm == "auto" and len(rk.available_algorithms(backend, device_type)) > 1:
         note = auto_note(case, backend)
     return Provider(name, lambda: loss(case.pred, case.target, case.weight, backend=backend,
-                                       algorithm=algorithm).loss,
+                                       algorithm=algorithm, pos_thr=case.pos_thr).loss,
                     case.leaves(), pairs=case.pairs, note=note)
 
 
@@ -495,7 +499,8 @@ def rows_for(env: dict, case: Case, prov: Provider, times: dict, peak: float,
                         peak_mem_mb=peak / 2 ** 20, pairs=prov.pairs,
                         pairs_per_s=(prov.pairs / (med / 1e3) if prov.pairs and med > 0
                                      else ""),
-                        ratio_to_mse="", load_avg=load, note=prov.note))
+                        ratio_to_mse="", load_avg=load, note=prov.note, pos_thr=case.pos_thr,
+                        delta=DEFAULT_DELTA))
     return out
 
 
@@ -645,6 +650,9 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, help="use the first BATCH items of each shape")
     ap.add_argument("--keypoints", type=int, help="use the first KEYPOINTS keypoints")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--pos-thr", type=float, default=None,
+                    help="heatmap τ (default: the package's, rk.HEATMAP_POS_THR; the trained "
+                         "regime is trained at it); SimCC shapes keep rk.SIMCC_POS_THR")
     ap.add_argument("--repeat", type=int, help="timed runs per provider (default: policy)")
     ap.add_argument("--csv", type=Path, default=RESULTS_DIR / "results.csv",
                     help="results file rows are appended to (default: %(default)s)")
@@ -775,7 +783,8 @@ def main(argv=None) -> int:
         if args.deadline and time.perf_counter() - t_start > args.deadline:
             skipped.append(f"{shape}/{regime}")
             continue
-        case = make_case(shape, regime, *size(shape), device=device_type, dtype=dtype)
+        case = make_case(shape, regime, *size(shape), device=device_type, dtype=dtype,
+                         pos_thr=args.pos_thr)
         # The estimate becomes the real pair count for this case's share of the bar.
         progress.total += (case.pairs - estimate_pairs(shape, *size(shape))) * n_rs
         rows = bench_case(case, names, device_type, policy, env, progress, timer)

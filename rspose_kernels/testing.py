@@ -107,12 +107,15 @@ def simcc_case(b, k, wx, hy, sigma, *, regime="init", seed=0, dtype=torch.float3
     return tuple(preds), tuple(targets), visible.to(device)
 
 
-def shape_case(name, *, regime="init", seed=0, dtype=torch.float32, device="cpu"):
-    """Inputs for a SPEC §8 shape: heatmap_case or simcc_case arguments filled in."""
+def shape_case(name, *, regime="init", seed=0, dtype=torch.float32, device="cpu",
+               pos_thr=None):
+    """Inputs for a SPEC §8 shape: heatmap_case or simcc_case arguments filled in
+    (``pos_thr``: the heatmap τ of the trained regime, default the pose-level one)."""
     b, k, h, w, sigma = SHAPES[name]
     if name == "simcc":
         return simcc_case(b, k, w, h, sigma, regime=regime, seed=seed, dtype=dtype, device=device)
-    return heatmap_case(b, k, h, w, sigma, regime=regime, seed=seed, dtype=dtype, device=device)
+    return heatmap_case(b, k, h, w, sigma, regime=regime, seed=seed, dtype=dtype, device=device,
+                        pos_thr=pos_thr)
 
 
 # Small random-row cases every backend's parity tests run (small enough for the Triton
