@@ -171,26 +171,34 @@ class Trainer:
         self.loss_ms.append((t2 - t1) * 1e3)
         return value
 
-    def predict(self, images, cfg: DataConfig, decoder: str = "mmpose"):
-        return predict(self.model, self.spec.mode, images, cfg, decoder, self.device)
+    def predict(self, images, cfg: DataConfig, decoders=("mmpose",)) -> dict:
+        return predict_all(self.model, self.spec.mode, images, cfg, decoders, self.device)
 
 
-@torch.no_grad()
 def predict(model, mode: str, images, cfg: DataConfig, decoder: str = "mmpose",
             device=torch.device("cpu"), chunk: int = 256):
     """Decoded keypoints [N, K, 2] and confidences [N, K] (CPU), in eval mode, by
     ``decoder`` (train_eval.DECODERS)."""
+    return predict_all(model, mode, images, cfg, (decoder,), device, chunk)[decoder]
+
+
+@torch.no_grad()
+def predict_all(model, mode: str, images, cfg: DataConfig, decoders, device=torch.device("cpu"),
+                chunk: int = 256) -> dict:
+    """{decoder: (keypoints [N, K, 2], confidences [N, K])} from one forward pass per chunk
+    (eval mode), each decoder reading the same outputs."""
     was_training = model.training
     model.eval()
-    pts, conf = [], []
+    parts = {d: ([], []) for d in decoders}
     for i in range(0, images.shape[0], chunk):
         out = model(images[i:i + chunk].to(device))
         out = out.float() if mode == "heatmap" else tuple(o.float() for o in out)
-        p, c = decode(out, mode, cfg, decoder)
-        pts.append(p.cpu())
-        conf.append(c.cpu())
+        for d, (pts, conf) in parts.items():
+            p, c = decode(out, mode, cfg, d)
+            pts.append(p.cpu())
+            conf.append(c.cpu())
     model.train(was_training)
-    return torch.cat(pts), torch.cat(conf)
+    return {d: (torch.cat(pts), torch.cat(conf)) for d, (pts, conf) in parts.items()}
 
 
 def targets_for(batch: dict, cfg: DataConfig) -> dict:
@@ -274,8 +282,7 @@ def train_seed(seed: int, variants, budget: Budget, cfg: DataConfig, device: tor
             ms_step = _median_after_warmup(tr.step_ms)
             ms_loss = _median_after_warmup(tr.loss_ms)
             recent = tr.losses[-max(1, len(tr.losses) // 10):]
-            for decoder in decoders:
-                pred, conf = tr.predict(val["images"], cfg, decoder=decoder)
+            for decoder, (pred, conf) in tr.predict(val["images"], cfg, decoders).items():
                 metrics = evaluate(pred, conf, gt, val)
                 rows.append(dict(env, **v.columns(), seed=seed, loss=v.loss, mode=tr.spec.mode,
                                  step=step + 1, steps=budget.steps, batch=budget.batch,

@@ -60,7 +60,7 @@ def decode_simcc(pred, split_ratio: float):
 
 
 # "mmpose": the stock codecs' rule above (arg-max, quarter-pixel shift; raw maximum);
-# "dark": rk.decode for logit heads (DARK on exp(logit − max), sigmoid confidence) — what the
+# "dark": rk.decode for logit heads (DARK on exp(logit − max), softplus confidence) — what the
 # ranking losses' heads (and a KL SimCC head, whose logits feed a softmax) output;
 # "dark-prob": rk.decode(logits=False), mmpose's DARK on the heatmap itself — for MSE heads.
 DECODERS = ("mmpose", "dark", "dark-prob")

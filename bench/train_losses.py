@@ -113,7 +113,8 @@ def build(name: str, **opts) -> LossSpec:
         raise ValueError(f"{name}: takes no options, got {sorted(opts)}")
     opts = dict(opts)
     scope = opts.pop("scope", "heatmap")
-    label = f"{base.label} ({_opts_label({**opts, **({'scope': scope} if scope != 'heatmap' else {})})})"
+    shown = dict(opts, **({"scope": scope} if scope != "heatmap" else {}))
+    label = f"{base.label} ({_opts_label(shown)})"
     if name == "spatial_rs":
         fn = SpatialRS(**opts)
     elif scope == "keypoint":

@@ -244,7 +244,7 @@ def evaluate_checkpoint(path, seed, key, budget, cfg, val, val_gt, scenes, scene
                         device=torch.device("cpu"), decoders=None) -> list[dict]:
     """Rows for one checkpoint: per decoder, the ground-truth protocol and the candidate
     protocol (and its oracle) at each keypoint score threshold."""
-    from train import predict
+    from train import predict_all
     from train_losses import LOSSES
     from train_models import build_model
     v = parse_key(key)
@@ -257,15 +257,17 @@ def evaluate_checkpoint(path, seed, key, budget, cfg, val, val_gt, scenes, scene
                 step=budget.steps, steps=budget.steps, batch=budget.batch, lr=v.lr,
                 width=budget.width, input=cfg.input_label)
     rows = []
-    for decoder in decoders or train_eval.DECODERS:
-        t0 = time.perf_counter()
-        pred, conf = predict(model, mode, val["images"], cfg, decoder, device)
+    decoders = tuple(decoders or train_eval.DECODERS)
+    t0 = time.perf_counter()
+    on_val = predict_all(model, mode, val["images"], cfg, decoders, device)
+    on_crops = predict_all(model, mode, scenes.candidates["images"], cfg, decoders, device)
+    for decoder in decoders:
+        pred, conf = on_val[decoder]
         m = train_eval.evaluate(pred, conf, val_gt, val)
         rows.append(dict(base, decoder=decoder, protocol="gt", val_size=val["images"].shape[0],
                          load_avg=load_avg(), elapsed_s=round(time.perf_counter() - t0, 2),
                          **m))
-        t0 = time.perf_counter()
-        pred, conf = predict(model, mode, scenes.candidates["images"], cfg, decoder, device)
+        pred, conf = on_crops[decoder]
         for name, thr in THRESHOLDS.items():
             m = score_candidates(scenes, pred, conf, thr, scenes_gt)
             for proto, prefix in ((f"candidates-{name}", ""), (f"candidates-oracle-{name}",

@@ -222,49 +222,43 @@ def assert_same_parameter_gradients(head, loss, expected):
     assert all(w.abs().sum() > 0 for p, w in zip(params, want) if p.dim() > 1)
 
 
-def test_real_simcc_head_trains_with_rspose_loss():
+def _check_simcc_head(head_type, seed, **head_options):
+    """A SimCC-style head built through MODELS with RSPoseLoss(mode='simcc'): its loss is
+    RSPoseLoss on its output, and so are its parameter gradients."""
     MODELS = _models()
     b, k, h, w = 2, 17, 8, 6
     ratio = 2.0
     (_, _), (gx, gy), weight = simcc_case(b, k, int(w * 4 * ratio), int(h * 4 * ratio), 4.0,
-                                          seed=63)
+                                          seed=seed)
     head = MODELS.build(dict(
-        type="SimCCHead", in_channels=8, out_channels=k, input_size=(w * 4, h * 4),
-        in_featuremap_size=(w, h), simcc_split_ratio=ratio, deconv_out_channels=None,
+        type=head_type, in_channels=8, out_channels=k, input_size=(w * 4, h * 4),
+        in_featuremap_size=(w, h), simcc_split_ratio=ratio,
         loss=dict(type="RSPoseLoss", mode="simcc", use_target_weight=True, backend="torch"),
-        decoder=dict(type="SimCCLabel", input_size=(w * 4, h * 4), smoothing_type="gaussian",
-                     sigma=4.0, simcc_split_ratio=ratio)))
-    feats = (torch.randn(b, 8, h, w, generator=torch.Generator().manual_seed(64)),)
+        **head_options))
+    assert isinstance(head.loss_module, RSPoseLoss)
+    feats = (torch.randn(b, 8, h, w, generator=torch.Generator().manual_seed(seed + 1)),)
     samples = _samples(dict(keypoint_x_labels=gx, keypoint_y_labels=gy, keypoint_weights=weight))
     losses = head.loss(feats, samples, train_cfg={})
     expected = RSPoseLoss(mode="simcc", backend="torch")(head.forward(feats), (gx, gy), weight)
     torch.testing.assert_close(losses["loss_kpt"], expected)
     assert_same_parameter_gradients(head, losses["loss_kpt"], expected)
+
+
+def test_real_simcc_head_trains_with_rspose_loss():
+    _check_simcc_head("SimCCHead", 63, deconv_out_channels=None, decoder=dict(
+        type="SimCCLabel", input_size=(24, 32), smoothing_type="gaussian", sigma=4.0,
+        simcc_split_ratio=2.0))
 
 
 def test_real_rtmcc_head_trains_with_rspose_loss():
     """RTMPose's head (GAU over the keypoint tokens, then x / y bin logits), as in
     rtmpose-*_coco configs, trained through RSPoseLoss(mode='simcc')."""
-    MODELS = _models()
-    b, k, h, w = 2, 17, 8, 6
-    ratio = 2.0
-    (_, _), (gx, gy), weight = simcc_case(b, k, int(w * 4 * ratio), int(h * 4 * ratio), 4.0,
-                                          seed=65)
-    head = MODELS.build(dict(
-        type="RTMCCHead", in_channels=8, out_channels=k, input_size=(w * 4, h * 4),
-        in_featuremap_size=(w, h), simcc_split_ratio=ratio, final_layer_kernel_size=3,
+    _check_simcc_head(
+        "RTMCCHead", 65, final_layer_kernel_size=3,
         gau_cfg=dict(hidden_dims=16, s=8, expansion_factor=2, dropout_rate=0.0, drop_path=0.0,
                      act_fn="SiLU", use_rel_bias=False, pos_enc=False),
-        loss=dict(type="RSPoseLoss", mode="simcc", use_target_weight=True, backend="torch"),
-        decoder=dict(type="LogitSimCCLabel", input_size=(w * 4, h * 4),
-                     smoothing_type="gaussian", sigma=(4.0, 4.0), simcc_split_ratio=ratio)))
-    assert isinstance(head.loss_module, RSPoseLoss)
-    feats = (torch.randn(b, 8, h, w, generator=torch.Generator().manual_seed(66)),)
-    samples = _samples(dict(keypoint_x_labels=gx, keypoint_y_labels=gy, keypoint_weights=weight))
-    losses = head.loss(feats, samples, train_cfg={})
-    expected = RSPoseLoss(mode="simcc", backend="torch")(head.forward(feats), (gx, gy), weight)
-    torch.testing.assert_close(losses["loss_kpt"], expected)
-    assert_same_parameter_gradients(head, losses["loss_kpt"], expected)
+        decoder=dict(type="LogitSimCCLabel", input_size=(24, 32), smoothing_type="gaussian",
+                     sigma=(4.0, 4.0), simcc_split_ratio=2.0))
 
 
 # ----------------------------------------------------------------------------- codecs
