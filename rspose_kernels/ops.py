@@ -22,11 +22,9 @@ def rank_sort_rows(scores: Tensor, labels: Tensor, delta: float, pos_thr: float,
                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Rows [M, L] -> (loss_rows, rank_rows, sort_rows, npos, grad_rows or empty).
 
-    ``algorithm`` as dispatch.resolve_algorithm returns it; pairwise-only backends are
-    called without it."""
-    fn = backend_fn(backend)
-    extra = {} if algorithm == "pairwise" else {"algorithm": algorithm}
-    rank, sort, npos, grad = fn(scores, labels, delta, pos_thr, exact, need_grad, **extra)
+    ``algorithm`` as dispatch.resolve_algorithm returns it."""
+    rank, sort, npos, grad = backend_fn(backend)(scores, labels, delta, pos_thr, exact,
+                                                  need_grad, algorithm=algorithm)
     return rank + sort, rank, sort, npos, grad
 
 

@@ -1,6 +1,6 @@
 """Ahead-of-time compiles of every GPU kernel for sm_80 and sm_90, on a machine without a GPU.
 
-Triton: the real launcher (``triton_kernels.rank_sort_rows`` and ``row_stats``) runs on empty
+Triton: the real launcher (``triton_backend.rank_sort_rows`` and ``row_stats``) runs on empty
 CPU tensors at the SPEC §8 shapes, every dtype and mode, with its three kernels replaced by
 recorders, so nothing is launched and every launch argument is the launcher's own. Each
 launch is then specialised exactly as Triton's JIT would specialise it on the GPU (its own
@@ -81,7 +81,7 @@ def record_triton_launches(sms: int):
     """Every launch the launcher makes at the SPEC calls, dtypes and modes, on ``sms`` SMs."""
     import torch
     import rspose_kernels.backends.triton_bucketed as tb
-    import rspose_kernels.backends.triton_kernels as tk
+    import rspose_kernels.backends.triton_backend as tk
     from rspose_kernels.backends import accumulation_dtype
 
     if tk._INTERPRETED:

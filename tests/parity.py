@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from rspose_kernels.backends import torch_ref
+from rspose_kernels.backends import torch_pairwise
 from rspose_kernels.backends import accumulation_dtype
 from rspose_kernels.testing import DELTAS, TOLERANCES
 
@@ -47,7 +47,7 @@ def against_reference(fn, scores, labels, delta, exact, *, pos_thr=0.0, need_gra
     """(backend result, reference result) on the same (possibly rounded) scores."""
     labels = labels.to(accumulation_dtype(scores.dtype))
     got = fn(scores, labels, delta, pos_thr, exact, need_grad, **kw)
-    want = torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), delta, pos_thr, exact,
+    want = torch_pairwise.rank_sort_rows(scores.cpu(), labels.cpu(), delta, pos_thr, exact,
                                     need_grad)
     return got, want
 

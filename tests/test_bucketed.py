@@ -14,7 +14,7 @@ import torch
 
 import rspose_kernels as rk
 from parity import MODE_DELTAS, MODES, against_reference, assert_parity, require
-from rspose_kernels.backends import cost_model, torch_backend, torch_bucketed, torch_ref
+from rspose_kernels.backends import cost_model, torch_backend, torch_bucketed, torch_pairwise
 from rspose_kernels.testing import DELTAS, ROW_CASES, heatmap_case, random_rows, row_case
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
@@ -96,7 +96,7 @@ def _many_positives():
     labels[0, 17] = 0.6                                     # one positive
     labels[1, :5000] = torch.rand(5000, generator=g, dtype=torch.float64) * 0.99 + 0.01
     scores[1, :5000] += 0.3 * labels[1, :5000]              # mildly ordered, many on ramps
-    return scores, labels, torch_ref.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    return scores, labels, torch_pairwise.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -121,7 +121,7 @@ def test_non_finite_scores(backend):
     fn = (lambda *a: native.rank_sort_rows(*a, algorithm="bucketed")) if backend == "cpu" \
         else (lambda *a: torch_backend.rank_sort_rows(*a, algorithm="bucketed"))
     got = fn(scores, labels, 0.5, 0.0, False, True)
-    want = torch_ref.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
+    want = torch_pairwise.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
     loss = got[0] + got[1]
     assert torch.isnan(loss[1]) and torch.isnan(loss[2])
     keep = [0, 3, 4]
@@ -139,7 +139,7 @@ def test_delta_below_the_scores_resolution_stays_exact(backend, delta):
     # bucketed is asked for (a 1e-14 δ on O(1) logits gave 1e-3 errors before).
     heatmaps, targets, _ = heatmap_case(2, 3, 24, 16, 2.0, seed=13)
     scores, labels = heatmaps.reshape(6, -1), targets.reshape(6, -1)
-    want = torch_ref.rank_sort_rows(scores, labels, delta, 0.0, False, True)
+    want = torch_pairwise.rank_sort_rows(scores, labels, delta, 0.0, False, True)
     for algorithm in ("auto", "bucketed"):
         got = rk.rank_sort_loss(scores, labels, delta=delta, backend=backend,
                                 algorithm=algorithm, reduction="none")
@@ -213,7 +213,7 @@ def test_torch_bucketed_histograms_same_bits_run_after_run(device, sorted_histog
             again = torch_bucketed.rank_sort_rows(scores, labels, delta, 0.0, exact, True)
             assert all(torch.equal(a, b) for a, b in zip(first, again))
         tight([t.cpu() for t in first],
-              torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), delta, 0.0, exact, True))
+              torch_pairwise.rank_sort_rows(scores.cpu(), labels.cpu(), delta, 0.0, exact, True))
 
 
 def test_torch_bucketed_blocks_do_not_change_the_result(monkeypatch):
@@ -233,7 +233,7 @@ def test_scores_near_the_float64_limit_stay_pairwise(backend):
     # pairwise (as in the CUDA kernel), which handles them like any other.
     scores, labels = random_rows(3, 40, seed=21, pos_frac=0.3, dtype=torch.float64)
     scores = scores * 1e306
-    want = torch_ref.rank_sort_rows(scores, labels.double(), 0.5, 0.0, False, True)
+    want = torch_pairwise.rank_sort_rows(scores, labels.double(), 0.5, 0.0, False, True)
     got = rk.rank_sort_loss(scores, labels, backend=backend, algorithm="bucketed",
                             reduction="none")
     assert torch.isfinite(got.loss).all()

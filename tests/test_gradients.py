@@ -118,7 +118,7 @@ def test_half_gradient_is_rounded_after_the_upstream_scale(dtype, share):
     # to half. The rounding lives in ops.py, shared by every backend (each backend's own
     # gradient is checked before it, at float32's tolerance, by its parity tests), so one
     # fast backend runs it.
-    from rspose_kernels.backends import torch_ref
+    from rspose_kernels.backends import torch_pairwise
     from rspose_kernels.testing import TOLERANCES, heatmap_case
     backend = "cpu" if "cpu" in rk.available_backends("cpu") else "torch"
     heat, target, _ = heatmap_case(1, 2, 256, 192, 1.0, seed=18, invisible=0.0)
@@ -133,7 +133,7 @@ def test_half_gradient_is_rounded_after_the_upstream_scale(dtype, share):
     # large share of elements: most of them in float16 (underflow to subnormals), the
     # double-rounded ones in bfloat16.
     rows = heat.to(dtype).flatten(2).flatten(0, 1)
-    row_grad = torch_ref.rank_sort_rows(rows, target.flatten(2).flatten(0, 1), 0.5, 0.0,
+    row_grad = torch_pairwise.rank_sort_rows(rows, target.flatten(2).flatten(0, 1), 0.5, 0.0,
                                         False, True)[3]
     upstream = (65536 * tw / tw.sum()).reshape(-1, 1)
     wrong = (row_grad.to(dtype) * upstream.to(dtype)).double().reshape(ref.shape)

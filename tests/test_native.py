@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rspose_kernels as rk
-from rspose_kernels.backends import torch_ref
+from rspose_kernels.backends import torch_pairwise
 from rspose_kernels.backends import accumulation_dtype
 from parity import (MODE_DELTAS, MODES, against_reference, assert_parity, device_params,
                     require)
@@ -135,7 +135,7 @@ def test_nan_scores_give_nan_losses(device):
     loss = (rank + sort).cpu()
     assert torch.isnan(loss[1]) and torch.isnan(loss[2])
     assert torch.isfinite(loss[[0, 3]]).all()
-    want = torch_ref.rank_sort_rows(scores.cpu(), labels.cpu(), 0.5, 0.0, False, True)
+    want = torch_pairwise.rank_sort_rows(scores.cpu(), labels.cpu(), 0.5, 0.0, False, True)
     torch.testing.assert_close(loss[[0, 3]].double(), (want[0] + want[1])[[0, 3]].double(),
                                rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(grad[[0, 3]].cpu(), want[3][[0, 3]], rtol=1e-4, atol=1e-6)
@@ -238,7 +238,7 @@ def test_large_shape_runs_on_cpu():
     assert torch.isfinite(grad).all() and grad.shape == rows.shape
     # One row against the reference (the whole shape is too slow for it).
     k = int(torch.argmax(npos))
-    want = torch_ref.rank_sort_rows(rows[k:k + 1], targets.reshape(rows.shape)[k:k + 1], 0.5,
+    want = torch_pairwise.rank_sort_rows(rows[k:k + 1], targets.reshape(rows.shape)[k:k + 1], 0.5,
                                     0.0, False, True)
     torch.testing.assert_close(rank[k:k + 1], want[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(grad[k:k + 1], want[3], rtol=1e-4, atol=1e-6)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import rspose_kernels as rk
-from rspose_kernels.backends import torch_ref
+from rspose_kernels.backends import torch_pairwise
 from rspose_kernels.checks import FLOAT_DTYPES
 from rspose_kernels.dispatch import backend_fn
 from rspose_kernels.testing import TOLERANCES, random_rows
@@ -56,7 +56,7 @@ def test_every_dtype_has_a_tolerance():
 @pytest.mark.parametrize("backend,device", PLACES)
 def test_row_parity_rejects_a_tenth_of_a_percent(backend, device, dtype):
     scores, labels = (t.to(device) for t in case(dtype))
-    fn = torch_ref.rank_sort_rows if backend == "torch" else backend_fn(backend)
+    fn = torch_pairwise.rank_sort_rows if backend == "torch" else backend_fn(backend)
     got, want = against_reference(fn, scores, labels, 0.5, False)
     assert_parity(got, want, dtype)
     for part in ("loss", "rank", "sort", "grad"):

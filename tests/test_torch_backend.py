@@ -103,10 +103,10 @@ def test_expanded_inputs():
 
 def test_block_sizes_do_not_change_the_result(monkeypatch):
     # Force many tiny row and positive blocks: the chunking must be invisible.
-    from rspose_kernels.backends import torch_ref
+    from rspose_kernels.backends import torch_pairwise
     scores, labels = random_rows(7, 45, seed=6, pos_frac=0.5, dtype=torch.float64, empty_rows=2)
     full, g_full = per_row(scores, labels)
-    monkeypatch.setattr(torch_ref, "PAIR_BUDGET", 50)
+    monkeypatch.setattr(torch_pairwise, "PAIR_BUDGET", 50)
     small, g_small = per_row(scores, labels)
     assert_close(small.loss, full.loss, torch.float64)
     assert_close(g_small, g_full, torch.float64)
@@ -124,11 +124,11 @@ def test_nan_scores_give_nan_loss(delta):
 def test_no_grad_needed_skips_gradient(monkeypatch):
     # The backend is asked for no gradient (and returns none) unless autograd will want one.
     from rspose_kernels import ops
-    from rspose_kernels.backends import torch_ref
+    from rspose_kernels.backends import torch_pairwise
     calls = []
 
     def spy(scores, labels, delta, pos_thr, exact, need_grad, **kw):   # kw: the algorithm
-        out = torch_ref.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
+        out = torch_pairwise.rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad)
         calls.append((need_grad, tuple(out[3].shape)))
         return out
 

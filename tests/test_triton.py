@@ -15,7 +15,7 @@ from parity import MODE_DELTAS, against_reference, assert_parity, device_params,
 from rspose_kernels.testing import (ROW_CASES, SHAPES, heatmap_case, random_rows, row_case,
                                     shape_case)
 
-tk = require("rspose_kernels.backends.triton_kernels", "RSPOSE_REQUIRE_TRITON",
+tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")
 DEVICES = device_params(tk.is_available("cpu"), "CPU needs the interpreter (TRITON_INTERPRET=1)",
                         not tk._INTERPRETED, "compiled kernels need TRITON_INTERPRET unset or 0")

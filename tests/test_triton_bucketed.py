@@ -14,7 +14,7 @@ from parity import against_reference, assert_parity, device_params, require
 from rspose_kernels.backends import accumulation_dtype, cost_model
 from rspose_kernels.testing import random_rows
 
-tk = require("rspose_kernels.backends.triton_kernels", "RSPOSE_REQUIRE_TRITON",
+tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")
 tb = require("rspose_kernels.backends.triton_bucketed", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")
@@ -53,7 +53,7 @@ def _check(scores, labels, delta, exact, algorithm, want_bucketed, dtype=torch.f
     for g, w in zip(got[:2], want[:2]):     # NaN losses where the reference has them
         assert torch.equal(torch.isnan(g.cpu()), torch.isnan(w))
     # (The NaN rows' gradients are the pairwise kernels', whose NaN pattern in exact mode
-    # differs from torch_ref's by one element: tests/test_triton.py compares clean rows.)
+    # differs from torch_pairwise's by one element: tests/test_triton.py compares clean rows.)
     clean = (~nan_rows).nonzero()[:, 0]
     assert_parity([t[clean.to(t.device)] for t in got], [t[clean] for t in want], dtype)
     return got

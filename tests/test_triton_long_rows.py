@@ -7,7 +7,7 @@ import torch
 from parity import against_reference, assert_parity, device_params, require
 from rspose_kernels.testing import random_rows
 
-tk = require("rspose_kernels.backends.triton_kernels", "RSPOSE_REQUIRE_TRITON",
+tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")
 DEVICES = device_params(tk.is_available("cpu"), "CPU needs the interpreter (TRITON_INTERPRET=1)",
                         not tk._INTERPRETED, "compiled kernels need TRITON_INTERPRET unset or 0")

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from . import accumulation_dtype, cost_model
+from . import ALGORITHM_CODES, Backend, accumulation_dtype, cost_model
 from . import sm_count as _sm_count   # a module global, so tests can stand in a count
 
 try:
@@ -30,9 +30,16 @@ _DTYPE_CODE = {
 }
 
 
-# Both kernels have both algorithms (csrc/cpu/rank_sort_bucketed_cpu.h,
-# csrc/cuda/rank_sort_bucketed_kernels.cuh) and choose per row under "auto".
-_ALGORITHM_CODE = {"pairwise": _C.PAIRWISE, "bucketed": _C.BUCKETED, "auto": _C.AUTO}
+# The kernels' cost constants (cost_model.CostModel), passed to _C at each call.
+# CPU: fitted on the 2-core CPU machine by
+#   python -m bench.calibrate --providers cpu/pairwise,cpu/bucketed
+# (docs/MEASUREMENTS.md, "cpu cost constants").
+CPU_COST = cost_model.CostModel(per_negative=7.75, per_positive=56.1, positive_pairs=1.17)
+# CUDA: not measured on a GPU yet; set from the kernels' shape (docs/MEASUREMENTS.md, "cuda
+# cost constants"). With them the benchmark shapes' init rows go bucketed and the trained ones
+# stay pairwise; bench/cuda_sweep.py sweeps per_negative (RSPOSE_CUDA_BUCKET_COST) on a GPU.
+CUDA_COST = cost_model.CostModel(per_negative=4.0, per_positive=16.0, positive_pairs=1.0,
+                                 bucketed_positive_pairs=1.0)
 
 
 def is_available(device_type: str) -> bool:
@@ -69,8 +76,8 @@ def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
     _C.rank_sort_cpu(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[acc], float(delta),
                      float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                      sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
-                     torch.get_num_threads(), _ALGORITHM_CODE[algorithm],
-                     *cost_model.COSTS["cpu"][:3])
+                     torch.get_num_threads(), ALGORITHM_CODES[algorithm],
+                     *CPU_COST[:3])
     return rank, sort, npos, grad
 
 
@@ -86,7 +93,7 @@ def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad, algorithm=
     grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=dev)
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     tuning = cuda_tuning(index)
-    code = _ALGORITHM_CODE[algorithm]
+    code = ALGORITHM_CODES[algorithm]
     nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad),
                                      tuning, code)
     work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
@@ -95,7 +102,7 @@ def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad, algorithm=
                       float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
                       sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
                       work.data_ptr(), nbytes, stream, index, tuning, code,
-                      *cost_model.cuda_costs())
+                      *cuda_costs())
     return rank, sort, npos, grad
 
 
@@ -123,3 +130,45 @@ def cuda_tuning(index: int):
     return tuning
 
 
+def cuda_costs() -> cost_model.CostModel:
+    """CUDA_COST, with per_negative from RSPOSE_CUDA_BUCKET_COST when set (the per-row
+    threshold bench/cuda_sweep.py sweeps). Read at each call, like the other RSPOSE_CUDA_*
+    knobs."""
+    value = os.environ.get("RSPOSE_CUDA_BUCKET_COST")
+    if value is None:
+        return CUDA_COST
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise ValueError(f"RSPOSE_CUDA_BUCKET_COST: expected a positive number, got {value!r}")
+    return CUDA_COST._replace(per_negative=v)
+
+
+def cuda_max_positives(length: int, dtype: torch.dtype) -> int:
+    """The most positives a row of ``length`` may have for the CUDA bucketed path (its sort
+    in shared memory and its workspace; csrc/cuda's np_cap)."""
+    return _C.cuda_max_positives(length, _DTYPE_CODE[dtype])
+
+
+def _plan_cpu(scores, labels, delta, pos_thr, algorithm="auto"):
+    return cost_model.plan_rows(scores, labels, delta, pos_thr, algorithm, CPU_COST,
+                                max_positives=scores.shape[1])
+
+
+def _plan_cuda(scores, labels, delta, pos_thr, algorithm="auto"):
+    return cost_model.plan_rows(scores, labels, delta, pos_thr, algorithm, cuda_costs(),
+                                max_positives=cuda_max_positives(scores.shape[1], scores.dtype))
+
+
+# Both kernels have both algorithms (csrc/cpu/rank_sort_bucketed_cpu.h,
+# csrc/cuda/rank_sort_bucketed_kernels.cuh) and choose per row under "auto".
+BACKENDS = (
+    Backend(name="cpu", devices=("cpu",), algorithms=("pairwise", "bucketed"),
+            is_available=lambda device_type: device_type == "cpu",
+            rank_sort_rows=_rank_sort_cpu, bucketed_plan=_plan_cpu),
+    Backend(name="cuda", devices=("cuda",), algorithms=("pairwise", "bucketed"),
+            is_available=lambda device_type: device_type == "cuda" and _cuda_usable(),
+            rank_sort_rows=_rank_sort_cuda, bucketed_plan=_plan_cuda),
+)

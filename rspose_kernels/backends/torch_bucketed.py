@@ -1,5 +1,5 @@
 """The bucketed algorithm in plain, vectorised PyTorch (docs/MATH.md, "The bucketed
-algorithm"): the twin of torch_ref.py, the same contract (backends/__init__.py), exact in the
+algorithm"): the twin of torch_pairwise.py, the same contract (backends/__init__.py), exact in the
 same sense, at O(L·log n + n²) per row instead of O(n·L).
 
 Batched over rows, with no loop over rows or positives (only over row and positive *blocks*,
@@ -8,17 +8,17 @@ every element finds, by ``searchsorted`` over the breakpoints, how many positive
 saturated (b) and how many on their ramp (a ≥ b); histograms by a and by b with suffix sums
 give each positive's F and F'; the negatives' gradient is ``α + β·s`` gathered from prefix
 sums of the coefficients. The label-conditioned terms among positives (T, Z, C, D and the
-positives' gradient) are taken P×P, like torch_ref's positive block — the "small n" variant
-of SPEC §5b, which keeps the code free of a vectorised Fenwick tree.
+positives' gradient) are taken P×P, like torch_pairwise's positive block — the "small n" variant
+of docs/DESIGN.md §5b, which keeps the code free of a vectorised Fenwick tree.
 
 Band sums (differences of prefix sums over a whole row) are taken in float64; the P×P sums
-among positives in the accumulation dtype, as torch_ref takes them; results come back in
+among positives in the accumulation dtype, as torch_pairwise takes them; results come back in
 the accumulation dtype. Memory: about ten [rows, L] float64 and ten
 [rows, positives, positive block] accumulation-dtype temporaries, rows and blocks sized by
 ``PAIR_BUDGET``: ~10 · PAIR_BUDGET · 8 bytes (≈ 160 MiB) at most, plus O(M·L). Rows must hold
 finite unpruned scores and a δ that resolves at their scale (cost_model routes the others to
-torch_ref). The positive counts are read
-on the host to size the blocks, as in torch_ref. Deterministic on every device: on CUDA the
+torch_pairwise). The positive counts are read
+on the host to size the blocks, as in torch_pairwise. Deterministic on every device: on CUDA the
 histograms' suffix sums come from a stable sort of the bucket indices and prefix sums, since
 ``scatter_add_``'s float atomics there would change the last bits from run to run; on the CPU
 ``scatter_add_`` adds in index order and is 25–35% faster at the SPEC shapes.
@@ -27,18 +27,14 @@ from __future__ import annotations
 
 import torch
 
-from . import accumulation_dtype
-from .torch_ref import EPS, step, step_slope
+from . import EPS, accumulation_dtype
+from .torch_pairwise import step, step_slope
 
 PAIR_BUDGET = 1 << 21
 WORK = torch.float64
 # Histograms by stable sort (deterministic everywhere) or by scatter_add_ (deterministic on
 # the CPU only); None: by device. The tests run both on the CPU.
 SORTED_HISTOGRAMS = None
-
-
-def is_available(device_type: str) -> bool:
-    return True
 
 
 def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):

@@ -1,8 +1,8 @@
-"""The bucketed algorithm in the `triton` backend (SPEC §5b; docs/MATH.md, "The bucketed
-algorithm" and "On the GPU"): the twin of triton_kernels.py's pairwise negative sweeps, and of
+"""The bucketed algorithm in the `triton` backend (docs/DESIGN.md §5b; docs/MATH.md, "The bucketed
+algorithm" and "On the GPU"): the twin of triton_backend.py's pairwise negative sweeps, and of
 the CUDA kernels in csrc/cuda/rank_sort_bucketed_kernels.cuh, whose design it mirrors.
 
-A row goes bucketed when triton_kernels._compact_kernel chooses it on the device (from n, ñ,
+A row goes bucketed when triton_backend._compact_kernel chooses it on the device (from n, ñ,
 finiteness, δ-resolution, the capacity below and the cost model: no host sync). For such a row
 only the positive-negative terms change:
 
@@ -427,7 +427,7 @@ _CHUNK_WARPS = 8
 
 
 def _programs(m: int, chunks: int, sms: int, override) -> int:
-    # As triton_kernels._programs_per_row: ~32 programs per SM in all.
+    # As triton_backend._programs_per_row: ~32 programs per SM in all.
     if override is not None:
         return max(1, min(chunks, override))
     return max(1, min(chunks, triton.cdiv(32 * sms, max(m, 1)), 16384))

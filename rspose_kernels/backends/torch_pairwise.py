@@ -15,14 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from . import accumulation_dtype
+from . import EPS, accumulation_dtype
 
-EPS = 1e-10
 PAIR_BUDGET = 1 << 22
-
-
-def is_available(device_type: str) -> bool:
-    return True
 
 
 def step(x: torch.Tensor, delta: float) -> torch.Tensor:
