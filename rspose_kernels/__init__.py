@@ -9,4 +9,4 @@ __all__ = ["COCO_SIGMAS", "DELTA", "HEATMAP_POS_THR", "INSTANCE_WEIGHT", "SIMCC_
            "available_backends",
            "instance_sort_loss", "rank_sort_loss", "simcc_instance_sort_loss",
            "simcc_rs_loss", "spatial_rs_loss"]
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (one home: _version.py)
