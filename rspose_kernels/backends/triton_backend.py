@@ -87,19 +87,24 @@ class Blocks:
 def default_blocks(length: int, acc_dtype: torch.dtype = torch.float32) -> Blocks:
     """Tiles for a row length (and accumulation dtype): a shape always gets the same arithmetic.
 
-    Chosen from the sm_90 machine code of triton 3.6 and 3.9 (no GPU timing yet): pass A's
-    64×32 tile is 16 pairs per thread at 5 instructions each (sub, fma, two NaN-propagating
-    min/max, add) in 72 registers (128 in exact mode), 7 (4) programs per SM; a 64×64 tile
-    needs 251 registers under triton 3.6. Pass B's 128×32 tile: 5 instructions a pair, 80
-    registers. Long rows get a wide compaction tile: one program per row streams it twice.
+    Chosen from the sm_90 machine code (no GPU timing yet): the largest tiles that keep pass A
+    and pass B in registers without spills (docs/MEASUREMENTS.md, "triton tile sizes"). Long
+    rows get a wide compaction tile: one program per row streams it twice.
+
+    Args:
+        length: the row length L.
+        acc_dtype: the accumulation dtype (float64 rows get a smaller pass-B tile).
+
+    Returns:
+        A :class:`Blocks`.
     """
     if length <= 1024:      # SimCC vectors (384, 512 bins): ~37 positives, short rows
         return Blocks(compact=max(16, min(1024, triton.next_power_of_2(length))),
                       a_pos=16, a_neg=64, b_neg=64, b_neg_pos=16, b_pos=16, b_pos_pos=16)
     compact, compact_warps = (2048, 8) if length > 8192 else (1024, 4)
     if acc_dtype == torch.float64:
-        # Half the pass-B negative tile (128 × 16): 128 × 32 float64 accumulators took 236–240
-        # registers on sm_80 (one program per SM), 64 × 32 spilled; this one: ≤ 126, no spill.
+        # Half the pass-B negative tile (128 × 16): the float32 one does not fit in registers
+        # in float64 (docs/MEASUREMENTS.md, "triton tile sizes").
         return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32, b_neg_pos=16,
                       b_pos_pos=16)
     return Blocks(compact=compact, compact_warps=compact_warps)
