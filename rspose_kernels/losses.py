@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from . import checks, defaults, distributed
-from .dispatch import resolve_algorithm, resolve_backend
 from .backends import accumulation_dtype
+from .dispatch import resolve_algorithm, resolve_backend
 from .ops import rank_sort_rows
 
 # Defaults the paper does not state; ours, measured (defaults.py).
@@ -19,9 +19,16 @@ SIMCC_POS_THR = defaults.SIMCC_POS_THR
 
 
 class RankSortOutput(NamedTuple):
-    loss: Tensor   # rank + sort, reduced; carries the gradient
-    rank: Tensor   # reduced ranking error, detached (for logging)
-    sort: Tensor   # reduced sorting error, detached (for logging)
+    """What every Rank & Sort loss returns (docs/DESIGN.md §2).
+
+    Attributes:
+        loss: rank + sort, reduced; the only one that carries the gradient.
+        rank: the reduced ranking error, detached (for logging).
+        sort: the reduced sorting error, detached (for logging).
+    """
+    loss: Tensor
+    rank: Tensor
+    sort: Tensor
 
 
 def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = None,
@@ -29,24 +36,51 @@ def rank_sort_loss(scores: Tensor, labels: Tensor, *, weight: Tensor | None = No
                    reduction: str = "mean", grad_mode: str = "identity",
                    backend: str = "auto", algorithm: str = "auto",
                    process_group=None) -> RankSortOutput:
-    """Rank & Sort loss over the rows (last dim) of ``scores`` (SPEC §2).
+    """Rank & Sort loss over the rows (last dim) of ``scores`` (docs/DESIGN.md §2).
 
-    scores: logits ``[..., L]``, any float dtype. labels: same shape, in [0, 1]; a label
-    above ``pos_thr`` makes a positive whose label is its localisation quality (constants:
-    labels that require grad are an error, the loss has no gradient for them). weight:
-    per-row weights ≥ 0 broadcastable to ``scores.shape[:-1]``. A row with no positive is
-    empty: 0 loss, no gradient, left out of the mean. Returns ``RankSortOutput``; the loss is
-    float32 for half-precision scores (float64 for float64) and its gradient comes back in
-    the scores' dtype. algorithm: "pairwise", "bucketed" (SPEC §5b; same results, faster
-    for rows with many positives) or "auto" (per row, by the backend's cost model); see
-    ``rk.available_algorithms(backend)``.
+    Each row ``[L]`` is ranked on its own: an element whose label is above ``pos_thr`` is a
+    positive, its label its localisation quality. A row with no positive is empty: 0 loss,
+    no gradient, left out of the mean.
 
-    process_group (SPEC §10): None reduces this process's rows. A torch.distributed group
-    reduces the rows of all its ranks (``mean``: Σ w·loss / Σ valid w over every rank; one
-    all-reduce of four numbers): the returned values are the global ones, the same on every
-    rank, and the loss's gradient is the world size W times this rank's part of the global
-    gradient, so after DDP averages the ranks' gradients each parameter has the gradient of
-    one process on the concatenated batch. ``reduction="none"`` stays local (an error).
+    Args:
+        scores: logits ``[..., L]`` (L ≥ 1), any float dtype; half precision is accumulated
+            in float32.
+        labels: same shape and device, values in [0, 1]. Constants: a tensor that requires
+            grad is refused (the loss has no gradient with respect to it).
+        weight: per-row weights ≥ 0, broadcastable to ``scores.shape[:-1]``; None: all 1.
+        delta: half-width δ ≥ 0 of the smoothed step H, in logit units (0: the hard step).
+        pos_thr: τ ≥ 0; labels above it are positives. Default 0 (generic rows).
+        reduction: "mean" (Σ w·loss / Σ w over valid rows; 0, still in the graph, when no
+            row is valid), "sum", or "none" (per-row values of shape ``scores.shape[:-1]``).
+        grad_mode: "identity" (the Rank & Sort identity update, default) or "exact" (the
+            true derivative of rank + sort; needs delta > 0).
+        backend: "auto", "torch", "cpu", "cuda" or "triton" (``rk.available_backends``).
+        algorithm: "pairwise", "bucketed" (docs/DESIGN.md §5b: same results, faster for rows
+            with many positives) or "auto" (per row, by the backend's cost model); see
+            ``rk.available_algorithms(backend)``.
+        process_group: None reduces this process's rows. A torch.distributed group reduces
+            the rows of all its ranks (docs/DESIGN.md §10; "mean": Σ w·loss / Σ valid w over
+            every rank, one all-reduce of four numbers). The returned values are then the
+            global ones, the same on every rank, and the loss's gradient is the world size W
+            times this rank's part of the global gradient, so that after DDP averages the
+            ranks' gradients each parameter has the gradient of one process on the
+            concatenated batch. Every rank of the group must call it.
+
+    Returns:
+        ``RankSortOutput(loss, rank, sort)``: float32 for float32 and half-precision scores,
+        float64 for float64; the gradient comes back in the scores' dtype.
+
+    Raises:
+        TypeError: scores, labels or weight is not a tensor, or process_group is not a
+            ProcessGroup.
+        ValueError: a non-float dtype, mismatched shapes or devices, labels that require
+            grad, an empty last dim, delta or pos_thr negative or not finite, an unknown
+            reduction, grad_mode, backend or algorithm, grad_mode="exact" with delta = 0, a
+            weight shape that does not broadcast, reduction="none" with a process group;
+            labels outside [0, 1] or negative weights on CPU (on CUDA and under
+            torch.compile these are device-side asserts).
+        RuntimeError: the backend is not available for these tensors here, or a process
+            group is given while torch.distributed is not initialised.
     """
     checks.tensor("scores", scores)
     checks.tensor("labels", labels)
@@ -97,7 +131,7 @@ def _reduce(loss_rows, rank_rows, sort_rows, npos, w, reduction, lead,
     if reduction == "mean":
         # Over valid rows (weight > 0 and not empty); 0, still in the graph, when none is.
         valid_weight = torch.where((w > 0) & (npos > 0), w, torch.zeros_like(w)).sum()
-        if process_group is not None:   # over every rank's rows (SPEC §10)
+        if process_group is not None:   # over every rank's rows (docs/DESIGN.md §10)
             return RankSortOutput(*distributed.global_reduce(out, valid_weight, process_group))
         denom = torch.where(valid_weight > 0, valid_weight, torch.ones_like(valid_weight))
         out = [v / denom for v in out]
@@ -122,7 +156,26 @@ def keypoint_row_weight(target_weight, b, k, name):
 
 def spatial_rs_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | None = None,
                     **kw) -> RankSortOutput:
-    """Spatial Rank & Sort loss: one ranking row per heatmap of ``[B, K, H, W]``."""
+    """Spatial Rank & Sort loss: one ranking row per heatmap of ``[B, K, H, W]``.
+
+    Args:
+        heatmaps: logits ``[B, K, ...]`` (at least 3 dims; every dim after K is one row).
+        targets: same shape, in [0, 1] (mmpose's Gaussian heatmaps); must not require grad.
+        target_weight: ``[B, K]`` (or mmpose's ``[B, K, 1, ...]``), weights ≥ 0 of the rows;
+            None: all 1.
+        **kw: the keyword arguments of :func:`rank_sort_loss` (delta, pos_thr, reduction,
+            grad_mode, backend, algorithm, process_group); ``pos_thr`` defaults to the
+            heatmap τ, ``rspose_kernels.HEATMAP_POS_THR``.
+
+    Returns:
+        ``RankSortOutput`` over the B·K rows (``reduction="none"``: shaped ``[B, K]``).
+
+    Raises:
+        TypeError: heatmaps, targets or target_weight is not a tensor (or None).
+        ValueError: fewer than 3 dims, targets of another shape or requiring grad, a
+            target_weight of another shape, and everything :func:`rank_sort_loss` refuses.
+        RuntimeError: as :func:`rank_sort_loss`.
+    """
     checks.tensor("heatmaps", heatmaps, min_dim=3)
     checks.tensor("targets", targets)
     checks.same_shape("targets", targets, "heatmaps", heatmaps)
@@ -136,13 +189,28 @@ def spatial_rs_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor | N
 def simcc_rs_loss(pred, target, target_weight: Tensor | None = None, **kw) -> RankSortOutput:
     """SimCC Rank & Sort loss: the mean of the x-vector and y-vector losses.
 
-    pred = (x [B, K, Wx], y [B, K, Hy]) logits; target = (gx, gy) Gaussian labels, each row
-    rescaled to peak 1 (mmpose may normalise them to sum 1). Positives are the bins above
-    ``pos_thr``, by default exp(−4.5): within 3σ of the joint.
+    Args:
+        pred: ``(x [B, K, Wx], y [B, K, Hy])`` logits, with the same leading dims.
+        target: ``(gx, gy)`` Gaussian labels, shaped like ``pred``; each row is rescaled to
+            peak 1 (mmpose may normalise them to sum 1). Must not require grad.
+        target_weight: ``[B, K]`` (or ``[B, K, 1, ...]``) row weights ≥ 0; None: all 1.
+        **kw: the keyword arguments of :func:`rank_sort_loss`; ``pos_thr`` defaults to
+            ``rspose_kernels.SIMCC_POS_THR`` = exp(−4.5): the bins within 3σ of the joint.
+
+    Returns:
+        ``RankSortOutput``, each field the mean of the x and y axes' results.
+
+    Raises:
+        TypeError: an element of pred or target, or target_weight, is not a tensor.
+        ValueError: pred or target is not a pair, an axis with fewer than 3 dims, a target
+            of another shape, device or requiring grad, x and y with different leading dims,
+            and everything :func:`rank_sort_loss` refuses.
+        RuntimeError: as :func:`rank_sort_loss`.
     """
     for name, pair in (("pred", pred), ("target", target)):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(f"{name}: expected a pair (x, y) of tensors, got {type(pair).__name__}")
+            raise ValueError(f"{name}: expected a pair (x, y) of tensors, "
+                             f"got {type(pair).__name__}")
     kw.setdefault("pos_thr", SIMCC_POS_THR)
     for axis, p, t in zip("xy", pred, target):   # both axes checked before either runs
         checks.tensor(f"pred[{axis}]", p, min_dim=3)
