@@ -1,13 +1,14 @@
 """Shared by the backend parity tests: devices, the valid (mode, δ) grid, and the comparison
 of a backend's ``rank_sort_rows`` with the torch reference on the same inputs."""
+import dataclasses
 import importlib
 import os
 
 import pytest
 import torch
 
-from rspose_kernels.backends import torch_pairwise
-from rspose_kernels.backends import accumulation_dtype
+from rspose_kernels import dispatch
+from rspose_kernels.backends import accumulation_dtype, torch_pairwise
 from rspose_kernels.testing import DELTAS, TOLERANCES
 
 MODES = [("identity", False), ("exact", True)]
@@ -41,6 +42,19 @@ def device_params(cpu_ok: bool, cpu_reason: str, cuda_ok: bool, cuda_reason: str
         params.append(pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
             not cuda_ok, reason=cuda_reason)]))
     return params
+
+
+def pairwise_only(monkeypatch, name: str):
+    """Stand in a record of backend ``name`` that has only the pairwise algorithm (every
+    backend has both now): ``dispatch.backend_record`` is replaced for the test."""
+    real = dispatch.backend_record
+
+    def record(backend):
+        found = real(backend)
+        if backend == name and found is not None:
+            return dataclasses.replace(found, algorithms=("pairwise",))
+        return found
+    monkeypatch.setattr(dispatch, "backend_record", record)
 
 
 def against_reference(fn, scores, labels, delta, exact, *, pos_thr=0.0, need_grad=True, **kw):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import rspose_kernels as rk
-from parity import MODE_DELTAS, MODES, against_reference, assert_parity, require
+from parity import MODE_DELTAS, MODES, against_reference, assert_parity, pairwise_only, require
+from rspose_kernels import dispatch
 from rspose_kernels.backends import cost_model, torch_backend, torch_bucketed, torch_pairwise
 from rspose_kernels.testing import DELTAS, ROW_CASES, heatmap_case, random_rows, row_case
 
@@ -128,7 +129,7 @@ def test_non_finite_scores(backend):
     assert torch.isfinite(loss[keep]).all()
     assert_parity([v[keep] for v in got[:3]] + [got[3][keep]],
                   [v[keep] for v in want[:3]] + [want[3][keep]], torch.float32)
-    plan = cost_model.plan_rows(scores, labels, 0.5, 0.0, "bucketed", "torch")
+    plan = torch_backend.bucketed_plan(scores, labels, 0.5, 0.0, "bucketed")
     assert plan.tolist() == [True, False, False, True, False]
 
 
@@ -146,7 +147,7 @@ def test_delta_below_the_scores_resolution_stays_exact(backend, delta):
         keep = want[2] > 0
         torch.testing.assert_close(got.rank[keep], want[0][keep], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(got.sort[keep], want[1][keep], rtol=1e-4, atol=1e-6)
-    plan = cost_model.plan_rows(scores, labels, delta, 0.0, "bucketed", "torch")
+    plan = torch_backend.bucketed_plan(scores, labels, delta, 0.0, "bucketed")
     assert not plan.any()
 
 
@@ -161,8 +162,7 @@ def test_instance_sort_checks_the_algorithm_before_any_work(algorithm, monkeypat
     heatmaps, targets, weight = heatmap_case(2, 3, 8, 6, 1.0, seed=14)
     # "bucketed" is an error on a pairwise-only backend: every backend has both now, so one
     # is stood in.
-    from rspose_kernels import dispatch
-    monkeypatch.setitem(dispatch.ALGORITHMS, "torch", ("pairwise",))
+    pairwise_only(monkeypatch, "torch")
     backend = "torch"
     with pytest.raises(ValueError, match="algorithm"):
         rk.instance_sort_loss(heatmaps, targets, weight, backend=backend, algorithm=algorithm)
@@ -239,8 +239,8 @@ def test_scores_near_the_float64_limit_stay_pairwise(backend):
     assert torch.isfinite(got.loss).all()
     torch.testing.assert_close(got.rank, want[0], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(got.sort, want[1], rtol=1e-12, atol=1e-13)
-    assert not cost_model.plan_rows(scores, labels, 0.5, 0.0, "bucketed", "torch").any()
-    assert cost_model.plan_rows(scores / 1e306, labels, 0.5, 0.0, "bucketed", "torch").all()
+    assert not torch_backend.bucketed_plan(scores, labels, 0.5, 0.0, "bucketed").any()
+    assert torch_backend.bucketed_plan(scores / 1e306, labels, 0.5, 0.0, "bucketed").all()
 
 
 # --- through the public API -------------------------------------------------------------------
@@ -273,7 +273,7 @@ def test_every_algorithm_same_loss_and_gradient(grad_mode, backend):
         for a, b in zip(results[algorithm], results["pairwise"]):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
     rows, labels = heatmaps.reshape(6, -1), targets.reshape(6, -1)
-    plan = cost_model.plan_rows(rows, labels, 0.5, 0.0, "auto", backend)
+    plan = dispatch.backend_record(backend).bucketed_plan(rows, labels, 0.5, 0.0, "auto")
     plan = plan[(labels > 0).any(1)]
     assert plan.any() and not plan.all()        # the per-row choice really splits the batch
 
@@ -294,7 +294,7 @@ def test_algorithm_reaches_every_wrapper():
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_available_algorithms_and_errors():
+def test_available_algorithms_and_errors(monkeypatch):
     assert rk.available_algorithms("cpu") == ["pairwise", "bucketed"]
     assert rk.available_algorithms("torch") == ["pairwise", "bucketed"]
     assert rk.available_algorithms("auto", "cpu") == ["pairwise", "bucketed"]
@@ -311,16 +311,12 @@ def test_available_algorithms_and_errors():
         assert rk.available_algorithms("triton") == ["pairwise", "bucketed"]
         # A pairwise-only backend (stood in): "bucketed" is an error naming the backend,
         # "auto" is pairwise.
-        from rspose_kernels import dispatch
-        saved = dispatch.ALGORITHMS["triton"]
-        dispatch.ALGORITHMS["triton"] = ("pairwise",)
-        try:
+        with monkeypatch.context() as mp:
+            pairwise_only(mp, "triton")
             with pytest.raises(ValueError, match="algorithm: 'bucketed' is not implemented by "
                                                  "the 'triton' backend"):
                 rk.rank_sort_loss(scores, labels, backend="triton", algorithm="bucketed")
             out = rk.rank_sort_loss(scores, labels, backend="triton", algorithm="auto")
-        finally:
-            dispatch.ALGORITHMS["triton"] = saved
         ref = rk.rank_sort_loss(scores, labels, backend="torch", algorithm="pairwise")
         torch.testing.assert_close(out.loss, ref.loss, rtol=1e-4, atol=1e-6)
 
@@ -343,7 +339,7 @@ def test_opcheck_with_algorithm(backend):
 @pytest.mark.parametrize("backend", ["cpu", "cuda"])
 def test_cost_model_is_the_same_in_cpp_and_python(backend):
     from rspose_kernels import _C
-    cost = cost_model.COSTS[backend]
+    cost = native.CPU_COST if backend == "cpu" else native.CUDA_COST
     grid_n = [0, 1, 2, 3, 17, 37, 64, 169, 1000, 1900, 5000]
     grid_nn = [0, 1, 10, 300, 3072, 12288, 49152]
     n = torch.tensor([a for a in grid_n for _ in grid_nn])
@@ -359,7 +355,7 @@ def test_cuda_cost_model_sends_init_rows_bucketed_and_trained_rows_pairwise():
     # What the CUDA defaults do at the SPEC shapes (unmeasured constants, cost_model.py): the
     # init regime's rows (ñ ≫ n) bucketed, a trained row (ñ ≈ 0, all n² positive pairs left
     # in both paths) pairwise. n, ñ of the SPEC rows: 13×13 / 25×25 / 49×49 Gaussian windows.
-    cost = cost_model.COSTS["cuda"]
+    cost = native.CUDA_COST
     n = torch.tensor([169, 625, 2401, 37, 169, 2401])
     nn = torch.tensor([3072 - 169, 12288 - 625, 49152 - 2401, 384 - 37, 0, 3])
     assert cost_model.prefers_bucketed(n, nn, cost).tolist() == [True] * 4 + [False] * 2
@@ -367,20 +363,19 @@ def test_cuda_cost_model_sends_init_rows_bucketed_and_trained_rows_pairwise():
 
 def test_cuda_cost_override(monkeypatch):
     monkeypatch.delenv("RSPOSE_CUDA_BUCKET_COST", raising=False)
-    assert cost_model.cuda_costs() == cost_model.COSTS["cuda"]
+    assert native.cuda_costs() == native.CUDA_COST
     monkeypatch.setenv("RSPOSE_CUDA_BUCKET_COST", "64")
-    assert cost_model.cuda_costs() == cost_model.COSTS["cuda"]._replace(per_negative=64.0)
+    assert native.cuda_costs() == native.CUDA_COST._replace(per_negative=64.0)
     for bad in ("0", "-1", "inf", "nan", "fast"):
         monkeypatch.setenv("RSPOSE_CUDA_BUCKET_COST", bad)
         with pytest.raises(ValueError, match="RSPOSE_CUDA_BUCKET_COST: expected a positive"):
-            cost_model.cuda_costs()
+            native.cuda_costs()
 
 
 def test_auto_backend_prefers_one_with_the_bucketed_algorithm(monkeypatch):
     # On CUDA tensors, calls that may take the bucketed algorithm go to the first kernel
     # backend that has it; pairwise calls keep AUTO_ORDER. Both GPU backends have it, so
     # auto is triton either way...
-    from rspose_kernels import dispatch
     monkeypatch.setattr(dispatch, "available_backends",
                         lambda device="cpu": ["torch", "cuda", "triton"])
     assert dispatch.AUTO_ORDER["cuda"][0] == "triton"
@@ -388,7 +383,7 @@ def test_auto_backend_prefers_one_with_the_bucketed_algorithm(monkeypatch):
         assert dispatch.resolve_backend("auto", "cuda", algorithm) == "triton"
     # ... and with a pairwise-only triton (stood in) bucketed calls would go to cuda. Checked
     # with the device's backend list stood in (no GPU here).
-    monkeypatch.setitem(dispatch.ALGORITHMS, "triton", ("pairwise",))
+    pairwise_only(monkeypatch, "triton")
     assert dispatch.resolve_backend("auto", "cuda", "pairwise") == "triton"
     assert dispatch.resolve_backend("auto", "cuda", "auto") == "cuda"
     assert dispatch.resolve_backend("auto", "cuda", "bucketed") == "cuda"
@@ -406,11 +401,11 @@ def test_auto_follows_the_cost_model(monkeypatch):
     pairwise = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True)
     bucketed = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True, algorithm="bucketed")
     assert not torch.equal(pairwise[3], bucketed[3])     # the two sum in different orders
-    monkeypatch.setitem(cost_model.COSTS, "cpu", cost_model.CostModel(1e9, 1e9, 0.0))
+    monkeypatch.setattr(native, "CPU_COST", cost_model.CostModel(1e9, 1e9, 0.0))
     auto = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True, algorithm="auto")
     for a, b in zip(auto, pairwise):
         assert torch.equal(a, b)
-    monkeypatch.setitem(cost_model.COSTS, "cpu", cost_model.CostModel(0.0, 0.0, 1.0))
+    monkeypatch.setattr(native, "CPU_COST", cost_model.CostModel(0.0, 0.0, 1.0))
     auto = native.rank_sort_rows(rows, labels, 0.5, 0.0, False, True, algorithm="auto")
     for a, b in zip(auto, bucketed):
         assert torch.equal(a, b)

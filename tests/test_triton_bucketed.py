@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from parity import against_reference, assert_parity, device_params, require
-from rspose_kernels.backends import accumulation_dtype, cost_model
+from rspose_kernels.backends import accumulation_dtype
 from rspose_kernels.testing import random_rows
 
 tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
@@ -98,16 +98,16 @@ def test_float64_rows_stay_pairwise(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_auto_chooses_like_the_cost_model(device):
-    # n ≈ 48 positives against ≈ 350 kept negatives: bucketed under COSTS["triton"]; n ≈ 4:
+    # n ≈ 48 positives against ≈ 350 kept negatives: bucketed under triton_backend.COST; n ≈ 4:
     # pairwise; δ = 1e-9 does not resolve at O(1) scores: pairwise even when forced.
     many, lab_many = random_rows(2, 400, seed=24, pos_frac=0.12, device=device)
     few, lab_few = random_rows(2, 400, seed=25, pos_frac=0.01, device=device)
     scores, labels = torch.cat([many, few]), torch.cat([lab_many, lab_few])
-    want = cost_model.plan_rows(scores, labels, 0.5, 0.0, "auto", "triton")
+    want = tk.bucketed_plan(scores, labels, 0.5, 0.0, "auto")
     assert want.tolist() == [True, True, False, False]
     _check(scores, labels, 0.5, False, "auto", want.tolist())
     assert not tk.bucketed_rows(scores, labels, 1e-9, 0.0, "bucketed").any()
-    assert cost_model.plan_rows(scores, labels, 0.5, 0.0, "bucketed", "triton").all()
+    assert tk.bucketed_plan(scores, labels, 0.5, 0.0, "bucketed").all()
 
 
 @pytest.mark.parametrize("device", DEVICES)
