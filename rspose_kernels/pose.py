@@ -1,11 +1,12 @@
-"""The pose-level losses of RSPose: Instance-Sort and RSPoseLoss (SPEC §3).
+"""The pose-level losses of RSPose: Instance-Sort and RSPoseLoss (docs/DESIGN.md §3).
 
-Instance-Sort is the core of SPEC §2 on ONE row holding every (b, k) of the batch: items are
-positives (label = OKS quality), everything else is turned into a harmless negative with
-label 0 and score −inf. Against −inf, H(x_ij) = 0 for every positive (x = −inf, clamp → 0;
-δ = 0: x < 0 → 0; H' = 0), so F_i = 0, the ranking error and its gradient vanish and the
-core's ``loss`` is exactly the sort part. Keeping all B·K slots in the row (no boolean
-indexing) keeps the whole loss free of host syncs and of data-dependent shapes.
+Instance-Sort is the core of docs/DESIGN.md §2 on ONE row holding every (b, k) of the batch:
+items are positives (label = OKS quality), everything else is turned into a harmless
+negative with label 0 and score −inf. Against −inf, H(x_ij) = 0 for every positive
+(x = −inf, clamp → 0; δ = 0: x < 0 → 0; H' = 0), so F_i = 0, the ranking error and its
+gradient vanish and the core's ``loss`` is exactly the sort part. Keeping all B·K slots in
+the row (no boolean indexing) keeps the whole loss free of host syncs and of data-dependent
+shapes.
 """
 from __future__ import annotations
 
@@ -18,8 +19,15 @@ from torch import Tensor, nn
 from . import checks, defaults, distributed
 from .backends import accumulation_dtype
 from .dispatch import ALGORITHM_NAMES, BACKEND_NAMES, resolve_algorithm, resolve_backend
-from .losses import (DEFAULT_DELTA, HEATMAP_POS_THR, SIMCC_POS_THR, keypoint_row_weight,
-                     rank_sort_loss, simcc_rs_loss, spatial_rs_loss)
+from .losses import (
+    DEFAULT_DELTA,
+    HEATMAP_POS_THR,
+    SIMCC_POS_THR,
+    keypoint_row_weight,
+    rank_sort_loss,
+    simcc_rs_loss,
+    spatial_rs_loss,
+)
 
 # COCO keypoint sigmas (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles), the
 # per-keypoint falloff of COCO's OKS. Used when K = 17; other K use DEFAULT_SIGMA.
@@ -115,7 +123,7 @@ def _sort_items(confidence: Tensor, sq_dist: Tensor, items: Tensor, sigmas: Tens
         return confidence.sum().to(acc) * 0
     floor = torch.full_like(confidence, -math.inf)
     row = torch.where(items, confidence, floor).reshape(1, -1)
-    if process_group is not None:   # every rank's items, this rank's live (SPEC §10)
+    if process_group is not None:   # every rank's items, this one's live (docs/DESIGN.md §10)
         row, labels = distributed.gather_items(row, labels, process_group)
         return distributed.world_scaled(rank_sort_loss(
             row, labels, delta=delta, pos_thr=0.0, reduction="mean", backend=backend,
@@ -138,28 +146,53 @@ def instance_sort_loss(heatmaps: Tensor, targets: Tensor, target_weight: Tensor 
                        *, delta: float = DEFAULT_DELTA, sigmas=None, area=None,
                        backend: str = "auto", pos_thr: float = HEATMAP_POS_THR,
                        algorithm: str = "auto", process_group=None) -> Tensor:
-    """Instance-Sort loss over the keypoints of a batch of heatmaps (SPEC §3).
+    """Instance-Sort loss over the keypoints of a batch of heatmaps (docs/DESIGN.md §3).
 
-    heatmaps, targets: ``[B, K, H, W]``. Items are the (b, k) with ``target_weight > 0`` (all,
-    when None) and a target peak above ``pos_thr``; target weights only select items, they do
-    not scale them. Each item's score is the heatmap maximum, its gradient going to the
-    arg-max pixel (the first in row-major order on ties, as ``torch.argmax``); its label is
-    the OKS quality ``exp(−d² / (2·area·(2σ_k)²))`` of that arg-max against the target's
-    arg-max, computed without gradient and clamped to ≥ 1e-6. sigmas: K values (default: COCO's
-    when K = 17, else 0.07). area: instance area in heatmap pixels, a number or a [B] tensor
-    (default H·W / 1.25², ours). Returns the mean sorting error over the items (identity-update
-    gradient), a scalar; 0, still in the graph, when there is no item.
+    Ranks every keypoint of the batch by its confidence against its localisation quality:
+    the sorting error of the core over the items, with the identity-update gradient.
 
-    process_group (SPEC §10): None ranks this process's items. A torch.distributed group
-    (e.g. ``torch.distributed.group.WORLD``) ranks the items of all its ranks' batches: the
-    per-item (confidence, quality) are all-gathered (B·K numbers per rank, never heatmaps;
-    B may differ per rank) and the returned value is the Instance-Sort loss of the
-    concatenated batch, the same on every rank. Its gradient goes to this rank's heatmaps only
-    and is scaled by the world size W: W × the global loss's gradient with respect to them,
-    so that after DDP averages the ranks' gradients every parameter has the gradient one
-    process gets from this loss on the concatenated batch. Every rank of the
-    group must call it (a collective), also with no item or B = 0. Under torch.compile the
-    gather is one graph break (rspose_kernels/distributed.py says why).
+    Args:
+        heatmaps: logits ``[B, K, H, W]``, H, W ≥ 1.
+        targets: same shape and device, in [0, 1].
+        target_weight: ``[B, K]`` (or ``[B, K, 1, ...]``), ≥ 0; None: every keypoint. Weights
+            only select items (weight > 0), they do not scale them.
+        delta: half-width δ ≥ 0 of the smoothed step.
+        sigmas: K per-keypoint OKS sigmas > 0 (a sequence or a tensor); None: COCO's when
+            K = 17, else 0.07 each.
+        area: the instance area in heatmap pixels, a number or a ``[B]`` tensor, > 0;
+            None: H·W / 1.25² (the box inside mmpose's padded crop; ours).
+        backend: as :func:`rank_sort_loss`.
+        pos_thr: τ ≥ 0; a keypoint is an item when its target peak is above it. Default
+            ``rspose_kernels.HEATMAP_POS_THR``.
+        algorithm: as :func:`rank_sort_loss`.
+        process_group: None ranks this process's items. A torch.distributed group (e.g.
+            ``torch.distributed.group.WORLD``) ranks the items of all its ranks' batches
+            (docs/DESIGN.md §10): the per-item (confidence, quality) are all-gathered (B·K
+            numbers per rank, never heatmaps; B may differ per rank). Every rank of the
+            group must call it (a collective), also with no item or B = 0. Under
+            torch.compile the gather is one graph break (rspose_kernels/distributed.py says
+            why).
+
+    Returns:
+        A scalar: the mean sorting error over the items; 0, still in the graph, when there
+        is no item. An item's score is its heatmap's maximum (gradient to the arg-max pixel,
+        the first in row-major order on ties, as ``torch.argmax``); its label is the OKS
+        quality ``exp(−d² / (2·area·(2σ_k)²))`` of that arg-max against the target's
+        arg-max, without gradient and clamped to ≥ 1e-6. With a process group the value is
+        the loss of the concatenated batch, the same on every rank, and its gradient goes
+        to this rank's heatmaps only, scaled by the world size W, so that after DDP
+        averages the ranks' gradients every parameter has the gradient one process gets
+        from this loss on the concatenated batch.
+
+    Raises:
+        TypeError: heatmaps, targets or target_weight is not a tensor (or None), or
+            process_group is not a ProcessGroup.
+        ValueError: not ``[B, K, H, W]`` float tensors of one shape and device, H or W of 0,
+            delta or pos_thr negative, an unknown backend or algorithm, a target_weight,
+            sigmas or area of the wrong shape or value; targets outside [0, 1] on CPU (on
+            CUDA and under torch.compile the value checks are device-side asserts).
+        RuntimeError: the backend is not available here, or a process group without an
+            initialised torch.distributed.
     """
     checks.tensor("heatmaps", heatmaps, min_dim=4)
     checks.tensor("targets", targets)
@@ -197,14 +230,34 @@ def simcc_instance_sort_loss(pred, target, target_weight: Tensor | None = None, 
                              delta: float = DEFAULT_DELTA, sigmas=None, area=None,
                              backend: str = "auto", algorithm: str = "auto",
                              process_group=None) -> Tensor:
-    """Instance-Sort for SimCC: pred = (x [B,K,Wx], y [B,K,Hy]) logits, target = (gx, gy).
+    """Instance-Sort for SimCC heads: confidence of each keypoint against its OKS.
 
-    Confidence of keypoint (b, k): ``min(max_x, max_y)`` of the logits, the keypoint score
-    mmpose's SimCC decoder reports (so training sorts what evaluation ranks); its gradient
-    goes to the arg-max bin of the smaller axis (x on a tie; first bin on ties within an
-    axis). Quality: OKS of the (arg-max x, arg-max y) bins against the targets' arg-max, in
-    bins; ``area`` in bins², default Wx·Hy / 1.25². Items: weight > 0 and both targets non-zero.
-    process_group: as ``instance_sort_loss`` (the global batch's items, gradient scaled by W).
+    Args:
+        pred: ``(x [B, K, Wx], y [B, K, Hy])`` logits, at least 1 bin per axis.
+        target: ``(gx, gy)`` labels ≥ 0, shaped like ``pred``.
+        target_weight: ``[B, K]`` (or ``[B, K, 1, ...]``), ≥ 0; None: every keypoint.
+        delta, sigmas, backend, algorithm: as :func:`instance_sort_loss`.
+        area: the instance area in bins², a number or a ``[B]`` tensor; None: Wx·Hy / 1.25².
+        process_group: as :func:`instance_sort_loss` (the global batch's items, gradient
+            scaled by the world size).
+
+    Returns:
+        A scalar, the mean sorting error over the items: the keypoints of weight > 0 whose
+        two targets are both non-zero. The confidence of keypoint (b, k) is
+        ``min(max_x, max_y)`` of the logits, the keypoint score mmpose's SimCC decoder
+        reports (so training sorts what evaluation ranks); its gradient goes to the arg-max
+        bin of the smaller axis (x on a tie; the first bin on ties within an axis). The
+        quality is the OKS of the (arg-max x, arg-max y) bins against the targets'
+        arg-max, in bins.
+
+    Raises:
+        TypeError: an element of pred or target, or target_weight, is not a tensor, or
+            process_group is not a ProcessGroup.
+        ValueError: pred or target is not a pair, an axis not ``[B, K, bins]`` with a bin, a
+            target of another shape or device, x and y with different ``[B, K]``, and the
+            argument errors of :func:`instance_sort_loss`; targets negative or not finite
+            on CPU (device-side asserts on CUDA and under torch.compile).
+        RuntimeError: as :func:`instance_sort_loss`.
     """
     for name, pair in (("pred", pred), ("target", target)):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -267,26 +320,39 @@ def _valid_pixels(mask, output: Tensor) -> Tensor:
 class RSPoseLoss(nn.Module):
     """RSPose's loss: (Spatial-RS + ``instance_weight`` × Instance-Sort) × ``loss_weight``.
 
-    A drop-in for mmpose's heatmap / SimCC losses (``KeypointMSELoss``, ``KLDiscretLoss``):
-    ``forward(output, target, target_weights=None, mask=None)`` returns a scalar.
+    A drop-in for mmpose's heatmap / SimCC losses (``KeypointMSELoss``, ``KLDiscretLoss``),
+    with their ``forward(output, target, target_weights=None, mask=None)``; registered in
+    mmpose by ``rspose_kernels.integrations.mmpose``.
 
-    mode="heatmap": output, target ``[B, K, H, W]``; target_weights ``[B, K]`` (or
-    ``[B, K, 1, ...]``); mask ``[B, K, H, W]`` or ``[B, 1, H, W]``, non-zero = valid pixel.
-    Masked pixels leave the ranking altogether (neither positive nor negative) and the
-    Instance-Sort maximum. mode="simcc": output = (x, y) logits, target = (gx, gy); no mask.
+    Args:
+        mode: "heatmap" (``[B, K, H, W]`` heatmaps, :func:`spatial_rs_loss` and
+            :func:`instance_sort_loss`) or "simcc" ((x, y) vectors, :func:`simcc_rs_loss`
+            and :func:`simcc_instance_sort_loss`).
+        instance_weight: λ ≥ 0, the weight of Instance-Sort (0 skips it). Default
+            ``rspose_kernels.INSTANCE_WEIGHT``.
+        use_target_weight: weight each row by its keypoint's target weight (rows of weight 0
+            drop out of the mean) and take as Instance-Sort items only keypoints of
+            weight > 0; False: every keypoint with a non-zero target counts, with weight 1.
+        loss_weight: a finite factor on the whole loss.
+        sync: under torch.distributed (DDP; config key ``sync=True``), Instance-Sort ranks
+            the items of the global batch and the spatial mean divides by the global valid
+            weight, both over the default group (docs/DESIGN.md §10). The returned value is
+            then the loss of the concatenated batch (the same on every rank) and its gradient
+            is scaled by the world size, so after DDP's averaging every parameter has the
+            single-process gradient on the concatenated batch. A no-op when
+            torch.distributed is not initialised or has one process.
+        **kw: ``delta``, ``pos_thr``, ``grad_mode`` (the spatial part; Instance-Sort always
+            uses the identity update), ``sigmas``, ``area`` (Instance-Sort; a tensor becomes
+            a non-persistent buffer, so ``module.to(device)`` moves it), ``backend`` and
+            ``algorithm`` (both). ``pos_thr`` defaults to the heatmap or SimCC τ of
+            ``rspose_kernels.defaults``.
 
-    use_target_weight: weight each row by its keypoint's target weight (rows of weight 0 drop
-    out of the mean) and take as Instance-Sort items only keypoints of weight > 0; when False
-    every keypoint with a non-zero target counts with weight 1. target_weights=None means all 1.
-    Keyword options: delta, pos_thr, grad_mode (Spatial part; Instance-Sort always uses the
-    identity update), sigmas, area (Instance-Sort), backend and algorithm (both).
-
-    sync (SPEC §10; config key ``sync=True``): under torch.distributed (DDP), Instance-Sort
-    ranks the items of the global batch and the Spatial mean divides by the global valid
-    weight, both over the default group. The returned value is then the loss of the
-    concatenated batch (the same on every rank) and its gradient is scaled by the world size,
-    so after DDP's averaging every parameter has the single-process gradient on the
-    concatenated batch. A no-op when torch.distributed is not initialised or has one process.
+    Raises:
+        TypeError: an unknown keyword argument.
+        ValueError: an unknown mode, grad_mode, backend or algorithm; a negative or
+            non-finite instance_weight, delta or pos_thr; a non-finite loss_weight; a
+            use_target_weight or sync that is not a bool; grad_mode="exact" with delta = 0;
+            sigmas or area that are not positive numbers.
     """
 
     _OPTIONS = ("delta", "pos_thr", "grad_mode", "sigmas", "area", "backend", "algorithm")
@@ -348,6 +414,28 @@ class RSPoseLoss(nn.Module):
 
     def forward(self, output, target, target_weights: Tensor | None = None,
                 mask: Tensor | None = None) -> Tensor:
+        """The loss of one batch.
+
+        Args:
+            output: mode "heatmap": logits ``[B, K, H, W]``; mode "simcc": ``(x [B, K, Wx],
+                y [B, K, Hy])`` logits.
+            target: the targets, shaped like ``output`` (mode "simcc": ``(gx, gy)``).
+            target_weights: ``[B, K]`` (or ``[B, K, 1, ...]``), ≥ 0; None: all 1. Ignored
+                when ``use_target_weight`` is False.
+            mask: mode "heatmap" only: ``[B, K, H, W]`` or ``[B, 1, H, W]``, non-zero (or
+                True) where a pixel is valid. Masked pixels leave the ranking altogether
+                (neither positive nor negative) and the Instance-Sort maximum.
+
+        Returns:
+            A scalar tensor.
+
+        Raises:
+            TypeError: output, target, target_weights or mask is not a tensor.
+            ValueError: a mask with mode "simcc", an output that is not ``[B, K, H, W]``, a
+                target or mask of another shape or device, and what the losses raise
+                (:func:`spatial_rs_loss`, :func:`instance_sort_loss`, their SimCC twins).
+            RuntimeError: as those losses.
+        """
         tw = target_weights if self.use_target_weight else None
         core = dict(delta=self.delta, backend=self.backend, algorithm=self.algorithm)
         core["process_group"] = distributed.default_group() if self.sync else None
