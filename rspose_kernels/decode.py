@@ -16,10 +16,9 @@ flat for a peak below 1e-3. These functions decode logits for what they are:
 - confidence: ``softplus(max logit) = log(1 + e^max)``, a monotone map of the maximum to
   (0, ∞): the logit itself where it is clearly positive (where a trained head's maxima lie)
   and a small positive score below, so mmpose's ``keypoint_score_thr`` and its
-  box score × mean keypoint score rescoring apply to it. Measured against ``sigmoid`` and the
-  raw maximum on bench/train_protocols.py's detected-box protocol (README, "Decoding"): the
-  sigmoid squeezes a trained head's scores into 0.7–0.95, so the rescoring ranks by box
-  score alone (−0.03 AP); softplus and the raw maximum tie, and softplus never goes ≤ 0.
+  box score × mean keypoint score rescoring apply to it. ``sigmoid`` would squeeze a
+  trained head's maxima together, leaving the rescoring to rank by box score alone
+  (docs/MEASUREMENTS.md, "Confidence of logit heads").
 
 ``logits=False`` decodes MSE-style heatmaps (probabilities) with the same DARK step on the
 heatmap itself (mmpose's DARK) and the raw maximum as confidence, so one function serves
@@ -41,8 +40,20 @@ _LOG_FLOOR = 1e-10   # log(0) guard on the blurred distribution (as mmpose's DAR
 
 
 def gaussian_kernel(sigma: float, dtype=torch.float32, device=None) -> Tensor:
-    """A normalised 1-D Gaussian of standard deviation ``sigma``, ``2·ceil(3σ) − 1`` taps
-    (11 for σ = 2, mmpose's DARK kernel for its 256 × 192 configs)."""
+    """A normalised 1-D Gaussian, the blur of the DARK step.
+
+    Args:
+        sigma: standard deviation > 0, in pixels (bins).
+        dtype: the kernel's dtype.
+        device: the kernel's device (None: the default).
+
+    Returns:
+        A 1-D tensor of ``2·ceil(3σ) − 1`` taps (at least 3) summing to 1: 11 for σ = 2,
+        mmpose's DARK kernel for its 256 × 192 configs.
+
+    Raises:
+        ValueError: sigma is not a finite number > 0.
+    """
     checks.number("sigma", sigma, minimum=0, strict=True)
     radius = max(1, math.ceil(3 * sigma) - 1)
     x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
@@ -180,7 +191,8 @@ def decode_simcc(simcc_x: Tensor, simcc_y: Tensor, *, sigma: float | tuple = 6.0
 
     Raises:
         TypeError: simcc_x or simcc_y is not a tensor.
-        ValueError: not floating, mismatched leading dims, or sigma ≤ 0.
+        ValueError: not floating, mismatched leading dims, an unknown score, or a sigma
+            that is not one number or a pair of numbers > 0.
     """
     checks.tensor("simcc_x", simcc_x, min_dim=1)
     checks.tensor("simcc_y", simcc_y, min_dim=1)
