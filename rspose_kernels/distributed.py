@@ -1,4 +1,5 @@
-"""Distributed training (SPEC §10): Instance-Sort over the global batch, the global mean.
+"""Distributed training (docs/DESIGN.md §10): Instance-Sort over the global batch, the global
+mean.
 
 Under DistributedDataParallel rank r holds B_r instances and DDP *averages* the ranks'
 gradients (sums them and divides by the world size W). For every parameter to get the
@@ -43,9 +44,11 @@ _all_gather_single = (getattr(dist, "all_gather_single", None)
 
 
 def default_group():
-    """The default (world) group when torch.distributed is initialised with W > 1, else None.
+    """The group ``RSPoseLoss(sync=True)`` reduces over.
 
-    ``RSPoseLoss(sync=True)`` uses it: with no process group (or one process) it is a no-op.
+    Returns:
+        ``torch.distributed.group.WORLD`` when torch.distributed is initialised with more
+        than one process, else None (so ``sync=True`` is then a no-op).
     """
     if not (dist.is_available() and dist.is_initialized()):
         return None
@@ -53,7 +56,17 @@ def default_group():
 
 
 def check_group(process_group, reduction: str = "mean") -> None:
-    """None, or a ProcessGroup of an initialised torch.distributed (SPEC §9 style)."""
+    """Check a ``process_group=`` argument before any work (docs/DESIGN.md §9).
+
+    Args:
+        process_group: None (local), or a ProcessGroup of an initialised torch.distributed.
+        reduction: the call's reduction; a group needs "mean" or "sum".
+
+    Raises:
+        RuntimeError: a group is given but torch.distributed is not initialised.
+        TypeError: process_group is neither None nor a ProcessGroup.
+        ValueError: a group with ``reduction="none"``.
+    """
     if process_group is None:
         return
     if not (dist.is_available() and dist.is_initialized()):
@@ -69,22 +82,39 @@ def check_group(process_group, reduction: str = "mean") -> None:
 
 
 def world_scaled(live: Tensor, group, value: Tensor | None = None) -> Tensor:
-    """The value of ``value`` (default: ``live``) with W times the gradient of ``live``.
+    """A loss whose value is ``value`` and whose gradient is W times that of ``live``.
 
-    DDP divides the summed gradients by W; this multiplies them back, so each rank's share of
-    the global gradient arrives whole. ``live − live.detach()`` is exactly 0 in the forward.
+    DDP divides the summed gradients by the world size W; this multiplies them back, so each
+    rank's share of the global gradient arrives whole. ``live − live.detach()`` is exactly 0
+    in the forward.
+
+    Args:
+        live: this rank's differentiable loss.
+        group: the process group (its size is W).
+        value: the value to return (the global loss); None: ``live``'s.
+
+    Returns:
+        A tensor shaped like ``value``.
     """
     value = live if value is None else value
     return value.detach() + dist.get_world_size(group) * (live - live.detach())
 
 
 def global_reduce(sums: list, valid_weight: Tensor | None, group) -> tuple:
-    """The reduction of ``losses._reduce`` over every rank's rows: ``(loss, rank, sort)``.
+    """The reduction of ``losses._reduce`` over every rank's rows.
 
-    sums: this rank's weighted sums (loss, rank, sort), scalars; valid_weight: this rank's
-    Σ valid w for ``mean`` (None for ``sum``). One all-reduce of these (at most) four numbers.
-    The loss is ``world_scaled``: its value is the global one and its gradient (to the scores
-    and to weights that require grad) is W times this rank's part of the global gradient.
+    One all-reduce of (at most) four numbers.
+
+    Args:
+        sums: this rank's weighted sums (loss, rank, sort), scalars.
+        valid_weight: this rank's Σ valid w for "mean"; None for "sum".
+        group: the process group.
+
+    Returns:
+        ``(loss, rank, sort)``, the global values, the same on every rank. The loss is
+        ``world_scaled``: its gradient (to the scores, and to weights that require grad) is
+        W times this rank's part of the global gradient. As ``losses._reduce``, a "mean" is
+        0, still in the graph, when no row of any rank is valid.
     """
     local = list(sums) + ([] if valid_weight is None else [valid_weight])
     totals = torch.stack([v.detach() for v in local])
@@ -103,7 +133,14 @@ def global_reduce(sums: list, valid_weight: Tensor | None, group) -> tuple:
 
 
 def has_cpu_side(backend: str) -> bool:
-    """Whether a backend name ("gloo", "nccl", "cpu:gloo,cuda:nccl") takes CPU tensors."""
+    """Whether a torch.distributed backend takes CPU tensors.
+
+    Args:
+        backend: a backend name: "gloo", "nccl", or a mixed one like "cpu:gloo,cuda:nccl".
+
+    Returns:
+        True for gloo, mpi and ucc, and for a mixed name with a "cpu:" part.
+    """
     if ":" in backend:
         return any(part.split(":")[0] == "cpu" for part in backend.split(","))
     return backend in _CPU_BACKENDS
@@ -132,10 +169,18 @@ def _gather_counts(count: int, group) -> list:
 def gather_items(scores: Tensor, labels: Tensor, group) -> tuple:
     """This rank's Instance-Sort row ``[1, n]`` → the global row ``[1, W·n_max]``.
 
-    scores: confidences with −inf on non-items; labels: qualities with 0 on non-items (the
-    rows of pose.py). Rank-major like the concatenated batch, each rank padded to the largest
-    count (at least 1) with (−inf, 0) slots. This rank's slice is ``scores`` itself (the
-    gradient flows into it); the other ranks' slices are constants.
+    A collective: every rank of ``group`` must call it.
+
+    Args:
+        scores: confidences ``[1, n]`` with −inf on non-items (the row of pose.py).
+        labels: qualities ``[1, n]`` with 0 on non-items, in the accumulation dtype.
+        group: the process group.
+
+    Returns:
+        ``(scores [1, W·n_max], labels [1, W·n_max])``, rank-major like the concatenated
+        batch, each rank padded to the largest count (at least 1) with (−inf, 0) slots. This
+        rank's slice of the scores is ``scores`` itself (the gradient flows into it); the
+        other ranks' slices are constants.
     """
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     scores, labels = scores.reshape(-1), labels.reshape(-1)
