@@ -1,4 +1,4 @@
-"""Argument checks of SPEC §9: each error names the argument and what was expected.
+"""Argument checks (docs/DESIGN.md §9): each error names the argument and what was expected.
 
 Shape, dtype and device checks read metadata only. Value checks (labels in [0, 1], weights
 ≥ 0) raise a ValueError at once on CPU in eager mode; on CUDA, and under torch.compile, they
@@ -16,6 +16,12 @@ GRAD_MODES = ("identity", "exact")
 
 
 def tensor(name, value, *, min_dim=1):
+    """A floating tensor of at least ``min_dim`` dims.
+
+    Raises:
+        TypeError: not a tensor.
+        ValueError: not float16 / bfloat16 / float32 / float64, or too few dims.
+    """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
     if value.dtype not in FLOAT_DTYPES:
@@ -27,12 +33,14 @@ def tensor(name, value, *, min_dim=1):
 
 
 def same_shape(name, value, ref_name, ref):
+    """Raises ValueError unless ``value`` has the shape of ``ref``."""
     if value.shape != ref.shape:
         raise ValueError(f"{name}: expected the shape of {ref_name} {tuple(ref.shape)}, "
                          f"got {tuple(value.shape)}")
 
 
 def same_device(name, value, ref_name, ref):
+    """Raises ValueError unless ``value`` is on the device of ``ref``."""
     if value.device != ref.device:
         raise ValueError(f"{name}: expected a tensor on {ref.device} like {ref_name}, "
                          f"got one on {value.device}")
@@ -40,13 +48,22 @@ def same_device(name, value, ref_name, ref):
 
 def no_gradient_wanted(name, value):
     """Labels are constants of the loss: it has no gradient with respect to them, so one that
-    asks for a gradient (under grad mode) is refused rather than silently given none."""
+    asks for a gradient (under grad mode) is refused rather than silently given none.
+
+    Raises:
+        ValueError: ``value`` requires grad and grad mode is on.
+    """
     if value.requires_grad and torch.is_grad_enabled():
         raise ValueError(f"{name}: expected a tensor that does not require grad (the loss has "
                          f"no gradient with respect to it); pass {name}.detach()")
 
 
 def number(name, value, *, minimum=None, strict=False):
+    """A finite int or float (not a bool), ``>= minimum`` (``> minimum`` when ``strict``).
+
+    Raises:
+        ValueError: not a finite number, or below the minimum.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             not -math.inf < value < math.inf:
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
@@ -56,12 +73,23 @@ def number(name, value, *, minimum=None, strict=False):
 
 
 def choice(name, value, options):
+    """Raises ValueError unless ``value`` is one of ``options``."""
     if value not in options:
         raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
 
 
 def values(ok: torch.Tensor, message: str):
-    """Assert a boolean tensor condition without syncing the GPU."""
+    """Assert a boolean tensor condition without syncing the GPU.
+
+    Args:
+        ok: a 0-dim bool tensor.
+        message: the error message.
+
+    Raises:
+        ValueError: on CPU in eager mode, at once, when ``ok`` is False. On CUDA and under
+            torch.compile the check is a device-side assert (``torch._assert_async``),
+            reported at the next synchronisation.
+    """
     if ok.device.type == "cpu" and not torch.compiler.is_compiling():
         if not bool(ok):
             raise ValueError(message)
@@ -70,12 +98,19 @@ def values(ok: torch.Tensor, message: str):
 
 
 def labels_in_unit_range(name, labels):
+    """Labels in [0, 1], NaN refused (a :func:`values` check)."""
     values(((labels >= 0) & (labels <= 1)).all(),
            f"{name}: expected values in [0, 1] (no NaN)")
 
 
 def row_weight(name, weight, lead_shape, ref):
-    """Per-row weights broadcastable to the leading dims of the scores, ≥ 0."""
+    """Per-row weights broadcastable to the leading dims of the scores, ≥ 0.
+
+    Raises:
+        TypeError: not a tensor.
+        ValueError: another device than ``ref``, a shape that does not broadcast to
+            ``lead_shape``, or (a :func:`values` check) a negative or NaN weight.
+    """
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor or None, got {type(weight).__name__}")
     same_device(name, weight, "scores", ref)
