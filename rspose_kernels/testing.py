@@ -10,7 +10,8 @@ import torch
 
 from . import defaults
 
-# SPEC §8 shapes: name -> (B, K, H, W, sigma); for simcc H is the y bins and W the x bins.
+# The benchmark shapes (docs/DESIGN.md §8): name -> (B, K, H, W, sigma); for simcc H is the
+# y bins and W the x bins.
 SHAPES = {
     "vitpose": (64, 17, 64, 48, 2.0),
     "hires": (16, 17, 128, 96, 4.0),
@@ -24,14 +25,26 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_rows(m, l, *, seed=0, pos_frac=0.25, ties=False, empty_rows=0, all_pos_rows=0,
-                dtype=torch.float32, device="cpu", scale=1.0):
-    """Random ranking rows: ``(scores [m, l] of dtype, labels [m, l] float32)``.
+def random_rows(m, l, *, seed=0, pos_frac=0.25, ties=False,  # noqa: E741 (l: row length)
+                empty_rows=0, all_pos_rows=0, dtype=torch.float32, device="cpu", scale=1.0):
+    """Random ranking rows, seeded.
 
-    Positives (a ``pos_frac`` share of each row) get a quality label in (0, 1]; the first
-    ``empty_rows`` rows have none and the next ``all_pos_rows`` rows are all positive. With
-    ``ties`` labels and scores are quantised to a few levels, so equal labels and equal
-    scores (x_ij = 0, the H(0) case) occur often.
+    Args:
+        m: the number of rows.
+        l: the row length L.
+        seed: the generator's seed (CPU generator; the result is then moved to ``device``).
+        pos_frac: the expected share of positives in a row; they get a quality label in
+            (0, 1], the negatives 0.
+        ties: quantise labels and scores to a few levels, so equal labels and equal scores
+            (x_ij = 0, the H(0) case) occur often.
+        empty_rows: the first ``empty_rows`` rows have no positive.
+        all_pos_rows: the next ``all_pos_rows`` rows are all positive.
+        dtype: the scores' dtype.
+        device: where the results go.
+        scale: the standard deviation of the N(0, scale²) scores.
+
+    Returns:
+        ``(scores [m, l] of dtype, labels [m, l] float32)``.
     """
     g = _gen(seed)
     scores = torch.randn(m, l, generator=g, dtype=torch.float64) * scale
@@ -47,7 +60,18 @@ def random_rows(m, l, *, seed=0, pos_frac=0.25, ties=False, empty_rows=0, all_po
 
 
 def gaussian_targets(b, k, h, w, sigma, *, seed=0, invisible=0.1, device="cpu"):
-    """mmpose-style targets ``[b, k, h, w]`` and ``target_weight [b, k]`` (0 when invisible)."""
+    """mmpose-style heatmap targets: truncated unit-peak Gaussians at random integer centres.
+
+    Args:
+        b, k, h, w: batch, keypoints, heatmap height and width.
+        sigma: the Gaussian's σ in pixels; it is truncated to the (6σ+1)² window.
+        seed: the generator's seed.
+        invisible: the probability that a keypoint is invisible (all-zero target, weight 0).
+        device: where the results go.
+
+    Returns:
+        ``(targets [b, k, h, w] float32, target_weight [b, k] float32)``.
+    """
     g = _gen(seed)
     cx = torch.randint(0, w, (b, k), generator=g)
     cy = torch.randint(0, h, (b, k), generator=g)
@@ -78,10 +102,25 @@ def _scores_for(targets, regime, g, pos_thr=0.0):
 
 def heatmap_case(b, k, h, w, sigma, *, regime="init", seed=0, dtype=torch.float32,
                  device="cpu", invisible=0.1, pos_thr=None):
-    """``(heatmaps [b,k,h,w] of dtype, targets float32, target_weight [b,k])``.
+    """Heatmap scores with :func:`gaussian_targets`, for one regime.
 
-    regime "trained": the scores of a head trained at ``pos_thr`` (default: the pose-level
-    τ), its positives lifted above the target pixels it ranks as negatives."""
+    Args:
+        b, k, h, w, sigma, seed, invisible: as :func:`gaussian_targets`.
+        regime: "init" (scores ~ N(0, 1): an untrained head, nothing prunable) or "trained"
+            (the scores of a head trained at ``pos_thr``: its positives lifted clear of the
+            target pixels it ranks as negatives, ordered by quality; almost every negative
+            prunable).
+        dtype: the scores' dtype.
+        device: where the results go.
+        pos_thr: the τ of the trained regime; None: the pose-level
+            ``defaults.HEATMAP_POS_THR``.
+
+    Returns:
+        ``(heatmaps [b, k, h, w] of dtype, targets float32, target_weight [b, k])``.
+
+    Raises:
+        ValueError: an unknown regime.
+    """
     targets, weight = gaussian_targets(b, k, h, w, sigma, seed=seed, invisible=invisible)
     pos_thr = defaults.HEATMAP_POS_THR if pos_thr is None else pos_thr
     scores = _scores_for(targets, regime, _gen(seed + 1), pos_thr=pos_thr)
@@ -90,9 +129,23 @@ def heatmap_case(b, k, h, w, sigma, *, regime="init", seed=0, dtype=torch.float3
 
 def simcc_case(b, k, wx, hy, sigma, *, regime="init", seed=0, dtype=torch.float32,
                device="cpu", invisible=0.1):
-    """``((x [b,k,wx], y [b,k,hy]) of dtype, (gx, gy) float32, target_weight [b,k])``.
+    """SimCC scores and labels, for one regime.
 
-    Targets are untruncated unit-peak Gaussians (mmpose's SimCC labels before normalising).
+    Targets are untruncated unit-peak Gaussians at random real centres (mmpose's SimCC labels
+    before normalising); an invisible keypoint has zero targets on both axes and weight 0.
+
+    Args:
+        b, k: batch and keypoints.
+        wx, hy: the x and y bins.
+        sigma: the labels' σ in bins.
+        regime: "init" or "trained", as :func:`heatmap_case` (trained at the SimCC τ).
+        seed, dtype, device, invisible: as :func:`heatmap_case`.
+
+    Returns:
+        ``((x [b, k, wx], y [b, k, hy]) of dtype, (gx, gy) float32, target_weight [b, k])``.
+
+    Raises:
+        ValueError: an unknown regime.
     """
     g = _gen(seed)
     visible = (torch.rand(b, k, generator=g) >= invisible).float()
@@ -109,8 +162,21 @@ def simcc_case(b, k, wx, hy, sigma, *, regime="init", seed=0, dtype=torch.float3
 
 def shape_case(name, *, regime="init", seed=0, dtype=torch.float32, device="cpu",
                pos_thr=None):
-    """Inputs for a SPEC §8 shape: heatmap_case or simcc_case arguments filled in
-    (``pos_thr``: the heatmap τ of the trained regime, default the pose-level one)."""
+    """Inputs for one of the benchmark shapes (``SHAPES``, docs/DESIGN.md §8).
+
+    Args:
+        name: a key of ``SHAPES``.
+        regime, seed, dtype, device: as :func:`heatmap_case`.
+        pos_thr: the heatmap τ of the trained regime (None: the pose-level one); SimCC
+            always uses its own τ.
+
+    Returns:
+        What :func:`heatmap_case` returns, or :func:`simcc_case` for "simcc".
+
+    Raises:
+        KeyError: an unknown shape name.
+        ValueError: an unknown regime.
+    """
     b, k, h, w, sigma = SHAPES[name]
     if name == "simcc":
         return simcc_case(b, k, w, h, sigma, regime=regime, seed=seed, dtype=dtype, device=device)
@@ -135,8 +201,8 @@ DELTAS = (0.0, 0.25, 0.5, 1.0)
 # A backend sums in the accumulation dtype (float32 for half scores,
 # rspose_kernels.backends.accumulation_dtype), so everything it returns at the row level
 # (rank, sort, the gradient before backward scales it) is held to that dtype's entry:
-# float32 is SPEC §4's bound (summation order differs); float64's is far above its rounding
-# (ε = 2.2e-16) and far below any real error.
+# float32 is the bound of docs/DESIGN.md §4 (summation order differs); float64's is far above
+# its rounding (ε = 2.2e-16) and far below any real error.
 #
 # The half-precision entries are for a result rounded ONCE to half after that: the gradient
 # the public API returns (ops.py: scaled in float32, then cast). With x the float32 value,
@@ -166,5 +232,13 @@ TOLERANCES = {
 
 
 def row_case(name, *, seed=0, dtype=torch.float32, device="cpu"):
+    """The rows of ``ROW_CASES[name]``: :func:`random_rows` with that case's arguments.
+
+    Returns:
+        ``(scores [m, l] of dtype, labels [m, l] float32)``.
+
+    Raises:
+        KeyError: an unknown case name.
+    """
     kw = dict(ROW_CASES[name])
     return random_rows(kw.pop("m"), kw.pop("l"), seed=seed, dtype=dtype, device=device, **kw)
