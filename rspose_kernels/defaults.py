@@ -13,7 +13,8 @@ DELTA = 0.5
 CORE_POS_THR = 0.0
 # Heatmaps (spatial_rs_loss, RSPoseLoss, instance_sort_loss): a pixel is a positive when its
 # target Gaussian is above this. 0.5 keeps the pixels within 1.18σ of the joint (5 at σ 1,
-# 21 at σ 2); τ = 0 (every pixel of the truncated Gaussian) trailed tuned MSE by 0.07 AP.
+# 21 at σ 2); a lower τ spends the loss on the Gaussian's tails and flattens the peak
+# (docs/MEASUREMENTS.md, "Heatmap τ").
 HEATMAP_POS_THR = 0.5
 # SimCC (simcc_rs_loss, RSPoseLoss(mode="simcc")), on labels rescaled to peak 1; exp(-4.5)
 # is "within 3σ of the joint".
