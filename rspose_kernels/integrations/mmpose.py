@@ -43,6 +43,13 @@ def register(registry) -> None:
 
     Reads ``module_dict`` rather than ``registry.get``: ``get`` first imports every module of
     the registry's location (all of ``mmpose.models``), which is neither needed nor cheap here.
+
+    Args:
+        registry: an mmengine ``Registry``, e.g. ``mmpose.registry.MODELS`` (done at import
+            when mmpose is present).
+
+    Raises:
+        KeyError: (mmengine's) a different class is already registered as "RSPoseLoss".
     """
     if registry.module_dict.get("RSPoseLoss") is not RSPoseLoss:
         # force=False: a different class already registered under this name is an error.
@@ -69,12 +76,21 @@ def _heatmap_decode(codec, encoded: np.ndarray, scale) -> tuple[np.ndarray, np.n
 
 
 def _make_codecs(codecs):
-    """The logit-head codecs as subclasses of mmpose's (``codecs`` is ``mmpose.codecs``)."""
+    """The logit-head codecs as subclasses of mmpose's.
+
+    Args:
+        codecs: the ``mmpose.codecs`` module.
+
+    Returns:
+        ``{name: class}`` for ``CODEC_NAMES``.
+    """
 
     class LogitMSRAHeatmap(codecs.MSRAHeatmap):
         """``MSRAHeatmap`` whose decode reads RSPose logits (rspose_kernels.decode)."""
 
         def decode(self, encoded):
+            """``[K, H, W]`` logits → ``(keypoints [1, K, 2] in input pixels, scores [1, K])``,
+            by ``rspose_kernels.decode.decode_heatmaps`` with the codec's σ."""
             return _heatmap_decode(self, encoded, self.scale_factor)
 
     class LogitUDPHeatmap(codecs.UDPHeatmap):
@@ -88,6 +104,7 @@ def _make_codecs(codecs):
                                  f"got {self.heatmap_type!r}")
 
         def decode(self, encoded):
+            """As ``LogitMSRAHeatmap.decode``, scaled by UDP's factor."""
             return _heatmap_decode(self, encoded, self.scale_factor)
 
     class LogitSimCCLabel(codecs.SimCCLabel):
@@ -96,6 +113,9 @@ def _make_codecs(codecs):
         maximum as the score. ``decode_visibility`` keeps mmpose's visibility estimate."""
 
         def decode(self, simcc_x, simcc_y):
+            """``[N, K, Wx]`` and ``[N, K, Hy]`` logits (or one instance without N) →
+            ``(keypoints [N, K, 2] in input pixels, scores [N, K])``, or
+            ``(keypoints, (scores, visibility))`` when ``decode_visibility``."""
             xy, score = _decode.decode_simcc(
                 torch.from_numpy(np.ascontiguousarray(simcc_x)),
                 torch.from_numpy(np.ascontiguousarray(simcc_y)),
@@ -114,7 +134,20 @@ def _make_codecs(codecs):
 
 
 def register_codecs(registry, codecs) -> dict:
-    """Put the logit-head codecs into an mmengine registry (idempotent); returns them."""
+    """Put the logit-head codecs into an mmengine registry (idempotent).
+
+    Args:
+        registry: an mmengine ``Registry``, e.g. ``mmpose.registry.KEYPOINT_CODECS`` (done at
+            import when mmpose's codecs import).
+        codecs: the ``mmpose.codecs`` module, whose classes they subclass.
+
+    Returns:
+        ``{name: class}`` for ``LogitMSRAHeatmap``, ``LogitUDPHeatmap``, ``LogitSimCCLabel``:
+        the ones already registered by this module, else newly made and registered.
+
+    Raises:
+        KeyError: (mmengine's) another class is already registered under one of the names.
+    """
     made = {}
     for name in CODEC_NAMES:
         existing = registry.module_dict.get(name)
