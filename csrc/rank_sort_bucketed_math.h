@@ -1,6 +1,6 @@
-// The arithmetic of the bucketed algorithm (docs/MATH.md, "The bucketed algorithm"; SPEC
-// §5b), written once for the CPU kernel (csrc/cpu/rank_sort_bucketed_cpu.h) and the CUDA
-// kernels (csrc/cuda/rank_sort_bucketed_kernels.cuh). Small inline functions over raw arrays:
+// The arithmetic of the bucketed algorithm (docs/MATH.md, "The bucketed algorithm";
+// docs/DESIGN.md §5b), written once for the CPU kernel (csrc/cpu/rank_sort_bucketed_cpu.h)
+// and the CUDA kernels (csrc/cuda/rank_sort_bucketed_kernels.cuh). Small inline functions over raw arrays:
 // breakpoints and the bucket search, band (ramp) masses, a Fenwick tree, the fixed point of
 // the GPU's histograms, and the per-row cost model. Everything is accumulated in double (or
 // in that fixed point): a band sum is a difference of two prefix sums over a whole row.
@@ -106,33 +106,8 @@ RS_HD void fenwick_prefix(const double* tree, int32_t pos, double (&out)[K]) {
     for (int c = 0; c < K; ++c) out[c] += tree[static_cast<int64_t>(i) * K + c];
 }
 
-// Per-row cost model (docs/MATH.md, "Choosing per row"), in units of one positive-negative
-// pair evaluation of the pairwise kernel: pairwise work is n·(ñ + positive_pairs·n) (a
-// positive-positive pair reduces five sums, a positive-negative one only F); bucketed work is
-// ~log2(2n) steps per element (bucket search, histogram, Fenwick sweeps over the positives)
-// plus, where the bucketed path keeps the positive-positive terms pairwise (the CUDA kernels,
-// csrc/cuda/rank_sort_bucketed_kernels.cuh), bucketed_positive_pairs·n².
-// The constants are calibrated per backend by bench/run.py --calibrate and live in
-// rspose_kernels/backends/cost_model.py, which passes them here.
-struct CostModel {
-  double per_negative;    // one negative's bucketed work, per log2(2n) step
-  double per_positive;    // one positive's bucketed work, per log2(2n) step
-  double positive_pairs;  // a positive-positive pair of the pairwise kernel
-  double bucketed_positive_pairs = 0.0;  // ... of the bucketed path (0: none, the CPU's)
-};
-
-RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
-  if (n < 2) return false;
-  const double nd = static_cast<double>(n), nnd = static_cast<double>(nn);
-  const double steps = ::log2(2.0 * nd);
-  const double pairwise = nd * (nnd + c.positive_pairs * nd);
-  const double bucketed = steps * (c.per_negative * nnd + c.per_positive * nd) +
-                          c.bucketed_positive_pairs * nd * nd;
-  return pairwise > bucketed;
-}
-
 // Fixed point for sums that must not depend on the order of their terms (the GPU's
-// histograms are filled by integer atomics, SPEC §5: no floating-point atomics). A row's
+// histograms are filled by integer atomics, docs/DESIGN.md §5: no floating-point atomics). A row's
 // values v with |v| ≤ vmax, at most `count` of them, are stored as round(v / unit) in int64:
 // unit is the power of two with count·vmax/unit < 2^62, so no sum of them overflows, and
 // each value is off by at most unit/2 ≈ count·vmax·2^-63 (1e-13 relative at 49k pixels; a
@@ -162,5 +137,53 @@ RS_HD double from_fixed(int64_t k, const FixedPoint& f) {
 
 // How a backend is asked to choose (the `algorithm` argument, as the C ABI passes it).
 enum Algorithm : int { kPairwise = 0, kBucketed = 1, kAuto = 2 };
+
+// Per-row cost model (docs/MATH.md, "Choosing per row"), in units of one positive-negative
+// pair evaluation of the pairwise kernel: pairwise work is n·(ñ + positive_pairs·n) (a
+// positive-positive pair reduces five sums, a positive-negative one only F); bucketed work is
+// ~log2(2n) steps per element (bucket search, histogram, Fenwick sweeps over the positives)
+// plus, where the bucketed path keeps the positive-positive terms pairwise (the CUDA kernels,
+// csrc/cuda/rank_sort_bucketed_kernels.cuh), bucketed_positive_pairs·n².
+// The constants are calibrated per backend (python -m bench.calibrate) and live with each
+// backend (rspose_kernels/backends/native.py: CPU_COST, CUDA_COST), which passes them here.
+struct CostModel {
+  double per_negative;    // one negative's bucketed work, per log2(2n) step
+  double per_positive;    // one positive's bucketed work, per log2(2n) step
+  double positive_pairs;  // a positive-positive pair of the pairwise kernel
+  double bucketed_positive_pairs = 0.0;  // ... of the bucketed path (0: none, the CPU's)
+};
+
+RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
+  if (n < 2) return false;
+  const double nd = static_cast<double>(n), nnd = static_cast<double>(nn);
+  const double steps = ::log2(2.0 * nd);
+  const double pairwise = nd * (nnd + c.positive_pairs * nd);
+  const double bucketed = steps * (c.per_negative * nnd + c.per_positive * nd) +
+                          c.bucketed_positive_pairs * nd * nd;
+  return pairwise > bucketed;
+}
+
+// Which rows may go bucketed at all, and the limits of that rule (cost_model.py's RESOLVE and
+// SPAN_LIMIT have the same values; tests/test_constants.py checks). A band sum is
+// (Σs − s_i·Σ1)/(2δ): its rounding grows as |s|/δ, so a row whose δ does not resolve at its
+// scores' scale (δ < kResolve·max|s|, e.g. δ = 1e-14 on O(1) logits) stays pairwise, where H
+// is evaluated per pair (docs/MATH.md, "Choosing per row"); δ = 0, the step, has no such
+// division. So does a row whose score differences could overflow a double (max|s| ≥
+// kSpanLimit, float64 only) and one with a non-finite live score (NaN and ±inf propagate
+// through the pairwise sums exactly as the definition says; a band sum would make inf − inf).
+constexpr double kResolve = 0x1p-20;    // smallest δ / max|s| of a bucketed row
+constexpr double kSpanLimit = 0x1p1000;  // max|s| of a bucketed row stays below it
+
+// The per-row choice, evaluated by the CPU kernel (csrc/cpu/rank_sort_cpu.cpp) and on the
+// device by the CUDA compaction (csrc/cuda/rank_sort_kernels.cuh): whether a row with n
+// positives and nkeep negatives left after pruning goes bucketed under `algorithm`. span:
+// max |s| over its live (positive or kept) scores; nonfinite: one of them is NaN or ±inf;
+// max_pos: the backend's capacity (positives a bucketed row may have).
+RS_HD bool takes_bucketed(int64_t n, int64_t nkeep, double span, bool nonfinite, double delta,
+                          int algorithm, int64_t max_pos, CostModel cost) {
+  if (algorithm == kPairwise || n <= 0 || n > max_pos || nonfinite) return false;
+  const bool resolves = span < kSpanLimit && (delta == 0 || delta >= span * kResolve);
+  return resolves && (algorithm == kBucketed || prefers_bucketed(n, nkeep, cost));
+}
 
 }  // namespace rspose

@@ -13,9 +13,11 @@
 
 namespace rspose {
 
-// ε of the identity-update thresholds (F_i > ε, Z_i > ε).
+// ε of the identity-update thresholds (F_i > ε, Z_i > ε): docs/DESIGN.md §2. The Python
+// side's rspose_kernels.backends.EPS has the same value (tests/test_constants.py checks).
+constexpr double kEps = 1e-10;
 template <typename T>
-RS_HD T eps() { return T(1e-10); }
+RS_HD T eps() { return T(kEps); }
 
 // Parameters of the step function. `inv2d` = 1/(2δ) (unused when δ = 0).
 template <typename T>
@@ -25,8 +27,8 @@ struct Step {
 };
 
 // H(x) = clamp(x/(2δ) + 1/2, 0, 1), δ > 0. Written with comparisons rather than fmin/fmax
-// because those drop NaN: a NaN score must give a NaN loss (SPEC §9), never a finite one.
-// `v < 0 ? 0 : v` also maps onto x86 max instructions with the NaN passing through.
+// because those drop NaN: a NaN score must give a NaN loss (docs/DESIGN.md §9), never a
+// finite one. `v < 0 ? 0 : v` also maps onto x86 max instructions with the NaN passing through.
 template <typename T>
 RS_HD T step_smooth(T x, T inv2d) {
   T v = x * inv2d + T(0.5);

@@ -1,6 +1,6 @@
-// The bucketed algorithm on the CPU (docs/MATH.md, "The bucketed algorithm"; SPEC §5b): the
-// twin of the pairwise pass A / pass B of rank_sort_cpu.cpp, the same losses and gradients
-// in O(ñ·log n + n·log n) per row, with the arithmetic of csrc/rank_sort_bucketed_math.h.
+// The bucketed algorithm on the CPU (docs/MATH.md, "The bucketed algorithm"; docs/DESIGN.md
+// §5b): the twin of the pairwise pass A / pass B of rank_sort_cpu.cpp, the same losses and
+// gradients in O(ñ·log n + n·log n) per row, with the arithmetic of csrc/rank_sort_bucketed_math.h.
 // Header-only: rank_sort_cpu.cpp (the CPU kernel's one translation unit) includes it, so
 // whatever links that file — the module, the CUDA emulation test — has both algorithms.
 //

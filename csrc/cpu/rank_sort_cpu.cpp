@@ -32,6 +32,7 @@
 
 #include "../rank_sort_bucketed_math.h"
 #include "../rank_sort_math.h"
+#include "../rank_sort_params.h"
 #include "rank_sort_bucketed_cpu.h"
 
 namespace rspose {
@@ -51,9 +52,9 @@ constexpr int BE = 256;  // elements per pass-B item
 // With OpenMP the threads are those of the process's OpenMP pool, which is torch's own
 // (the torch wheels load libgomp.so.1 first; ours resolves to the same library). That
 // matters on a small machine: after any parallel torch op, torch's pool threads spin for a
-// while, and separate std::threads would fight them for the cores (measured: 1.7x slower on
-// 2 cores). Only `omp parallel` is used, no worksharing construct, to need nothing newer
-// from libgomp than GOMP_parallel. Without OpenMP, plain std::threads.
+// while, and separate std::threads would fight them for the cores (docs/MEASUREMENTS.md,
+// "cpu threads: OpenMP pool"). Only `omp parallel` is used, no worksharing construct, to
+// need nothing newer from libgomp than GOMP_parallel. Without OpenMP, plain std::threads.
 template <typename F>
 void parallel_for(int64_t n, int nthreads, const F& f) {
   if (n <= 0) return;
@@ -309,11 +310,63 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
   }
 }
 
-template <typename T, bool HARD, bool EXACT>
-void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need_grad,
-         T* rank, T* sort, int32_t* npos_out, T* grad, int nthreads, Algorithm alg,
-         CostModel cost) {
+// One row's prep: compacts it into idx / cs as [positives | negatives that survive
+// row-level pruning] (index order; MATH.md: s_j < min_{i∈P} s_i − δ ⇒ H = H' = 0) and
+// chooses its algorithm (takes_bucketed, csrc/rank_sort_bucketed_math.h).
+struct RowPrep {
+  int32_t n, nn;  // positives, kept negatives
+  bool bucketed;
+};
+
+template <typename T>
+RowPrep prep_row(const T* sr, const T* yr, int64_t L, T delta, T tau, int alg,
+                 const CostModel& cost, int32_t* idx, T* cs) {
+  int32_t n = 0;
+  T smin = std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < L; ++j) {
+    if (yr[j] > tau) {
+      idx[n] = static_cast<int32_t>(j);
+      cs[n] = sr[j];
+      smin = nan_min(sr[j], smin);
+      ++n;
+    }
+  }
+  int32_t nn = 0;
+  bool nonfinite = false;
+  double span = 0;  // max |s| over the row's positives and kept negatives
+  if (n > 0) {
+    const T thr = smin - delta;
+    for (int64_t j = 0; j < L; ++j) {
+      if (!(yr[j] > tau) && !prunable(sr[j], thr)) {
+        idx[n + nn] = static_cast<int32_t>(j);
+        cs[n + nn] = sr[j];
+        ++nn;
+      }
+    }
+    for (int32_t k = 0; alg != kPairwise && !nonfinite && k < n + nn; ++k) {
+      nonfinite = !std::isfinite(cs[k]);
+      span = std::max(span, std::fabs(static_cast<double>(cs[k])));
+    }
+  }
+  // No capacity on the CPU: any row may go bucketed (n ≤ L).
+  const bool b = takes_bucketed(n, nn, span, nonfinite, static_cast<double>(delta), alg, L, cost);
+  return RowPrep{n, nn, b};
+}
+
+template <typename T, int MODE>
+void run(const RankSortParams& prm) {
+  constexpr bool HARD = MODE == kHard, EXACT = MODE == kExact;
   constexpr int K = NCoef<EXACT>::K;
+  const int64_t M = prm.M, L = prm.L;
+  const T* s = static_cast<const T*>(prm.scores);
+  const T* y = static_cast<const T*>(prm.labels);
+  T* rank = static_cast<T*>(prm.rank);
+  T* sort = static_cast<T*>(prm.sort);
+  T* grad = static_cast<T*>(prm.grad);
+  int32_t* npos_out = prm.npos;
+  const bool need_grad = prm.need_grad;
+  const int nthreads = prm.num_threads;
+  const T delta = static_cast<T>(prm.delta), tau = static_cast<T>(prm.pos_thr);
   const Step<T> p{delta, HARD ? T(0) : T(1) / (T(2) * delta)};
   Workspace<T> w;
   w.idx.resize(static_cast<size_t>(M * L));
@@ -322,49 +375,13 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
   w.nneg.assign(static_cast<size_t>(M), 0);
   w.bucketed.assign(static_cast<size_t>(M), 0);
 
-  // prep: compaction and row-level pruning (MATH.md: s_j < min_{i∈P} s_i − δ ⇒ H = H' = 0).
+  // prep: compaction, row-level pruning and each row's algorithm.
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
-    const T* sr = s + r * L;
-    const T* yr = y + r * L;
-    int32_t* idx = w.idx.data() + r * L;
-    T* cs = w.cs.data() + r * L;
-    int32_t n = 0;
-    T smin = std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < L; ++j) {
-      if (yr[j] > tau) {
-        idx[n] = static_cast<int32_t>(j);
-        cs[n] = sr[j];
-        smin = nan_min(sr[j], smin);
-        ++n;
-      }
-    }
-    int32_t nn = 0;
-    bool finite = alg != kPairwise;
-    double span = 0;  // max |s| over the row's positives and kept negatives
-    if (n > 0) {
-      const T thr = smin - delta;
-      for (int64_t j = 0; j < L; ++j) {
-        if (!(yr[j] > tau) && !prunable(sr[j], thr)) {
-          idx[n + nn] = static_cast<int32_t>(j);
-          cs[n + nn] = sr[j];
-          ++nn;
-        }
-      }
-      for (int32_t k = 0; finite && k < n + nn; ++k) {
-        finite = std::isfinite(cs[k]);
-        span = std::max(span, std::fabs(static_cast<double>(cs[k])));
-      }
-    }
-    // A band sum is (Σs − s_i·Σ1)/(2δ): its rounding grows as |s|/δ. Rows whose δ does not
-    // resolve at their scores' scale (δ < 2^-20·max|s|, e.g. δ = 1e-14 on O(1) logits) stay
-    // pairwise, where H is evaluated per pair (docs/MATH.md, "Choosing per row"). So do rows
-    // whose score differences could overflow a double (|s| near DBL_MAX, float64 only).
-    const bool resolves = span < 0x1p1000 &&
-                          (delta == 0 || static_cast<double>(delta) >= span * 0x1p-20);
-    w.npos[r] = n;
-    w.nneg[r] = nn;
-    w.bucketed[r] = n > 0 && finite && resolves &&
-                    (alg == kBucketed || prefers_bucketed(n, nn, cost));
+    const RowPrep rp = prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost,
+                                w.idx.data() + r * L, w.cs.data() + r * L);
+    w.npos[r] = rp.n;
+    w.nneg[r] = rp.nn;
+    w.bucketed[r] = rp.bucketed;
     if (need_grad) std::memset(grad + r * L, 0, sizeof(T) * static_cast<size_t>(L));
   });
 
@@ -408,9 +425,8 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
   for (int64_t r = 0; r < M; ++r) pairs += static_cast<double>(w.npos[r]) * (w.npos[r] + w.nneg[r]);
 
   // pass A, with the bucketed rows as the first items of the same parallel region: a mixed
-  // batch then costs no extra fork/join (on a loaded machine each region waits for its
-  // slowest thread; measured: a separate region made auto 25% slower than either algorithm
-  // alone on 2 busy cores).
+  // batch then costs no extra fork/join: on a loaded machine each region waits for its
+  // slowest thread (docs/MEASUREMENTS.md, "cpu auto: one parallel region").
   const int64_t nrb = static_cast<int64_t>(rows_b.size());
   parallel_for(nrb + static_cast<int64_t>(items_a.size()), threads_for(pairs + work_b, nthreads),
                [&](int64_t it) {
@@ -463,40 +479,27 @@ void run(const T* s, const T* y, int64_t M, int64_t L, T delta, T tau, bool need
   });
 }
 
-template <typename T>
-void dispatch(const void* scores, const void* labels, int64_t M, int64_t L, double delta,
-              double pos_thr, bool exact, bool need_grad, void* rank, void* sort,
-              int32_t* npos, void* grad, int nthreads, Algorithm alg, CostModel cost) {
-  const T* s = static_cast<const T*>(scores);
-  const T* y = static_cast<const T*>(labels);
-  T* rk = static_cast<T*>(rank);
-  T* st = static_cast<T*>(sort);
-  T* g = static_cast<T*>(grad);
-  const T d = static_cast<T>(delta), tau = static_cast<T>(pos_thr);
-  if (exact)
-    run<T, false, true>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads, alg, cost);
-  else if (delta > 0)
-    run<T, false, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads, alg, cost);
-  else
-    run<T, true, false>(s, y, M, L, d, tau, need_grad, rk, st, npos, g, nthreads, alg, cost);
-}
-
 }  // namespace
 
-void rank_sort_cpu(const void* scores, const void* labels, int64_t M, int64_t L,
-                   bool is_double, double delta, double pos_thr, bool exact, bool need_grad,
-                   void* rank, void* sort, int32_t* npos, void* grad, int num_threads,
-                   int algorithm, double cost_per_negative, double cost_per_positive,
-                   double cost_positive_pairs) {
-  if (M <= 0) return;
-  const Algorithm alg = static_cast<Algorithm>(algorithm);
-  const CostModel cost{cost_per_negative, cost_per_positive, cost_positive_pairs};
-  if (is_double)
-    dispatch<double>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
-                     grad, num_threads, alg, cost);
-  else
-    dispatch<float>(scores, labels, M, L, delta, pos_thr, exact, need_grad, rank, sort, npos,
-                    grad, num_threads, alg, cost);
+void rank_sort_cpu(const RankSortParams& p) {
+  if (p.M <= 0) return;
+  dispatch_dtype_mode(p, [&](auto s, auto, auto mode) {
+    run<typename decltype(s)::type, decltype(mode)::value>(p);
+  });
+}
+
+void bucketed_rows_cpu(const RankSortParams& p, uint8_t* out) {
+  dispatch_dtype_mode(p, [&](auto s, auto, auto) {
+    using T = typename decltype(s)::type;
+    const T* sc = static_cast<const T*>(p.scores);
+    const T* y = static_cast<const T*>(p.labels);
+    std::vector<int32_t> idx(static_cast<size_t>(p.L));
+    std::vector<T> cs(static_cast<size_t>(p.L));
+    for (int64_t r = 0; r < p.M; ++r)
+      out[r] = prep_row(sc + r * p.L, y + r * p.L, p.L, static_cast<T>(p.delta),
+                        static_cast<T>(p.pos_thr), p.algorithm, p.cost, idx.data(), cs.data())
+                   .bucketed;
+  });
 }
 
 }  // namespace rspose

@@ -1,18 +1,19 @@
 #pragma once
 #include <cstdint>
 
+#include "../rank_sort_params.h"
+
 namespace rspose {
 
-// The Rank & Sort core on the CPU (contract: rspose_kernels/backends/__init__.py).
-// scores, labels: [M, L] contiguous, both float32 (is_double false) or both float64.
-// rank, sort: [M] in that dtype; npos: [M] int32; grad: [M, L] in that dtype, written only
-// when need_grad (may be null otherwise). Results are bitwise independent of num_threads.
-// algorithm: rspose::Algorithm (csrc/rank_sort_bucketed_math.h): every row pairwise, every
-// row with finite scores bucketed, or per row by the cost model with these constants.
-void rank_sort_cpu(const void* scores, const void* labels, int64_t M, int64_t L,
-                   bool is_double, double delta, double pos_thr, bool exact, bool need_grad,
-                   void* rank, void* sort, int32_t* npos, void* grad, int num_threads,
-                   int algorithm = 0, double cost_per_negative = 0.0,
-                   double cost_per_positive = 0.0, double cost_positive_pairs = 1.0);
+// The Rank & Sort core on the CPU (contract: rspose_kernels/backends/__init__.py), for the
+// call described by `p` (csrc/rank_sort_params.h; checked by bindings.cpp): float32 or
+// float64 scores, labels and outputs in that dtype; p.num_threads threads, results bitwise
+// independent of it. p.algorithm: every row pairwise, every row with finite scores
+// bucketed, or per row by p.cost (takes_bucketed, csrc/rank_sort_bucketed_math.h).
+void rank_sort_cpu(const RankSortParams& p);
+
+// out[r] = whether rank_sort_cpu(p) computes row r bucketed (its own compaction and
+// choice; reads only the inputs, the sizes, δ, τ, the algorithm and the cost of `p`).
+void bucketed_rows_cpu(const RankSortParams& p, uint8_t* out);
 
 }  // namespace rspose

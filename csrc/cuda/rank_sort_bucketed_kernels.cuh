@@ -1,7 +1,7 @@
 #pragma once
-// The bucketed algorithm on the GPU (SPEC §5b, docs/MATH.md "The bucketed algorithm"): the
-// twin of the pairwise negative sweeps of rank_sort_kernels.cuh, with the arithmetic of
-// csrc/rank_sort_bucketed_math.h (shared with the CPU kernel). Include after
+// The bucketed algorithm on the GPU (docs/DESIGN.md §5b, docs/MATH.md "The bucketed
+// algorithm"): the twin of the pairwise negative sweeps of rank_sort_kernels.cuh, with the
+// arithmetic of csrc/rank_sort_bucketed_math.h (shared with the CPU kernel). Include after
 // rank_sort_kernels.cuh; the launch sequence is in rank_sort_launch.cuh.
 //
 // A row goes bucketed when compact_kernel chooses it (on the device, from its counts and the
@@ -11,9 +11,10 @@
 //   the gradient of every negative       α[q] + β[q]·s from prefix sums over the sorted
 //                                        positives, instead of ñ·n pairs.
 // The positive-positive terms (A, C and the label-conditioned T, Z, D, the positives'
-// gradient) stay with pass A / pass B's P×P tiles: SPEC §5b allows P×P for the label terms
-// "when n is small", and n² is what is left: for the SPEC shapes' init regime it is 1/20 of
-// the pairwise work (n ≈ 169..2401 positives against ñ ≈ 2.9k..47k negatives).
+// gradient) stay with pass A / pass B's P×P tiles: docs/DESIGN.md §5b allows P×P for the
+// label terms "when n is small", and n² is what is left: for the benchmark shapes' init
+// regime it is 1/20 of the pairwise work (n ≈ 169..2401 positives against ñ ≈ 2.9k..47k
+// negatives).
 //
 // Kernels (each loops over rows or items with a fixed grid; non-bucketed rows exit at once):
 //   bucket_sort    one CTA per row: bitonic sort of the positives (score, slot) in shared

@@ -1,4 +1,4 @@
-// CUDA kernels of the Rank & Sort core (SPEC §5, docs/MATH.md), per-pair math from
+// CUDA kernels of the Rank & Sort core (docs/DESIGN.md §5, docs/MATH.md), per-pair math from
 // csrc/rank_sort_math.h. Six launches on the caller's stream (eleven when the call may take
 // the bucketed algorithm), sized from M, L and the SM count only (the sequence is in
 // rank_sort_launch.cuh, shared with the host emulation of tests/cuda_emu):
@@ -64,12 +64,12 @@ CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning
   return CudaPlan{pl.ctas_a, pl.ctas_b, pl.split};
 }
 
-std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
-                                 int algorithm, const CudaTuning& tuning) {
-  if (M <= 0) return 0;
-  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
-  return make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split,
-                     algorithm != kPairwise).total;
+std::size_t cuda_workspace_bytes(const RankSortParams& p) {
+  if (p.M <= 0) return 0;
+  const Plan pl = make_plan(p.M, p.L, p.exact, acc_bytes(p.dtype), p.tuning);
+  return make_layout(p.M, p.L, acc_bytes(p.dtype), p.exact, p.need_grad, pl.split,
+                     p.algorithm != kPairwise)
+      .total;
 }
 
 int64_t cuda_max_positives(int64_t L, int dtype) {
@@ -85,26 +85,21 @@ int cuda_device_count() {
   return n;
 }
 
-std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, int64_t L,
-                           int dtype, double delta, double pos_thr, bool exact, bool need_grad,
-                           void* rank, void* sort, int32_t* npos, void* grad, void* workspace,
-                           std::size_t workspace_bytes, void* stream, int device,
-                           const CudaTuning& tuning, int algorithm, CostModel cost) {
-  if (M <= 0) return std::string();
-  const Plan pl = make_plan(M, L, exact, acc_bytes(dtype), tuning);
-  const Layout lay = make_layout(M, L, acc_bytes(dtype), exact, need_grad, pl.split,
-                                 algorithm != kPairwise);
-  if (workspace_bytes < lay.total) return "workspace too small";
+std::string rank_sort_cuda(const RankSortParams& p) {
+  if (p.M <= 0) return std::string();
+  const Plan pl = make_plan(p.M, p.L, p.exact, acc_bytes(p.dtype), p.tuning);
+  const Layout lay = make_layout(p.M, p.L, acc_bytes(p.dtype), p.exact, p.need_grad, pl.split,
+                                 p.algorithm != kPairwise);
+  if (p.workspace_bytes < lay.total) return "workspace too small";
   // Launch on the tensors' device; put the caller's current device back afterwards.
   int prev = -1;
   if (cudaGetDevice(&prev) != cudaSuccess) return launch_error("cudaGetDevice");
-  if (prev != device && cudaSetDevice(device) != cudaSuccess) return launch_error("cudaSetDevice");
+  if (prev != p.device && cudaSetDevice(p.device) != cudaSuccess)
+    return launch_error("cudaSetDevice");
   cudaGetLastError();  // start from a clean error state
   const std::string err =
-      launch_all(StreamLaunch{static_cast<cudaStream_t>(stream)}, scores, labels, M, L, dtype,
-                 delta, pos_thr, exact, need_grad, rank, sort, npos, grad,
-                 static_cast<char*>(workspace), lay, pl, algorithm, cost);
-  if (prev != device && prev >= 0) cudaSetDevice(prev);
+      launch_all(StreamLaunch{static_cast<cudaStream_t>(p.stream)}, p, lay, pl);
+  if (prev != p.device && prev >= 0) cudaSetDevice(prev);
   return err;
 }
 

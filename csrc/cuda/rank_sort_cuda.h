@@ -5,20 +5,9 @@
 #include <cstdint>
 #include <string>
 
-#include "../rank_sort_bucketed_math.h"  // CostModel, Algorithm (plain C++ here)
+#include "../rank_sort_params.h"  // RankSortParams, CudaTuning (plain C++ here)
 
 namespace rspose {
-
-// Launch parameters of the CUDA kernels, chosen on the host from the device (never from the
-// data). native.py fills them from the SM count and the RSPOSE_CUDA_* environment variables,
-// so bench/gpu_check.sh can sweep what only a GPU measurement can settle.
-struct CudaTuning {
-  int sms = 132;                // streaming multiprocessors of the device
-  int ctas_per_sm = 4;          // persistent pass-A / pass-B grid: CTAs per SM
-  int warp_items_per_sm = 16;   // pass B splits rows' positives until about this many warp
-                                // items per SM exist (only when there are few rows)
-  int max_split = 32;           // ... into at most this many parts
-};
 
 // The launch shape of a call (for reports; rank_sort_cuda plans the same one itself).
 struct CudaPlan {
@@ -43,8 +32,8 @@ CudaPlan cuda_plan(int64_t M, int64_t L, int dtype, bool exact, const CudaTuning
 // row and nb = 2·np + 2 histogram entries.
 // acc is float64 for float64 scores and float32 otherwise. O(M·L) in all cases (S > 1 only
 // when M·L is small).
-std::size_t cuda_workspace_bytes(int64_t M, int64_t L, int dtype, bool exact, bool need_grad,
-                                 int algorithm, const CudaTuning& tuning);
+// Reads p.M, p.L, p.dtype, p.exact, p.need_grad, p.algorithm and p.tuning.
+std::size_t cuda_workspace_bytes(const RankSortParams& p);
 
 // The most positives a bucketed row of length L may have (np_cap of rank_sort_kernels.cuh:
 // the shared-memory sort's capacity and the workspace bound); rows with more stay pairwise.
@@ -53,17 +42,15 @@ int64_t cuda_max_positives(int64_t L, int dtype);
 // Devices the compiled runtime can use; 0 when there are none or the driver is too old.
 int cuda_device_count();
 
-// Enqueues the whole computation on `stream` (a cudaStream_t) of device `device` and returns
-// at once: no host synchronisation, no allocation. Returns "" on success, else the error.
-// scores [M, L] of `dtype`; labels [M, L] acc; rank, sort [M] acc; npos [M] int32;
-// grad [M, L] acc (unused unless need_grad): scaled and cast to `dtype` by the caller, so
-// half-precision gradients are rounded once, after the upstream scale. All contiguous, all
-// on `device`. algorithm (rspose::Algorithm): every row pairwise, every row that can be
-// bucketed, or per row by `cost`, chosen on the device (compact_kernel).
-std::string rank_sort_cuda(const void* scores, const void* labels, int64_t M, int64_t L,
-                           int dtype, double delta, double pos_thr, bool exact, bool need_grad,
-                           void* rank, void* sort, int32_t* npos, void* grad, void* workspace,
-                           std::size_t workspace_bytes, void* stream, int device,
-                           const CudaTuning& tuning, int algorithm, CostModel cost);
+// Enqueues the whole computation described by `p` (csrc/rank_sort_params.h; checked by
+// bindings.cpp) on p.stream (a cudaStream_t) of device p.device and returns at once: no
+// host synchronisation, no allocation. Returns "" on success, else the error. scores [M, L]
+// of p.dtype; labels [M, L] acc; rank, sort [M] acc; npos [M] int32; grad [M, L] acc (unused
+// unless need_grad): scaled and cast to the score dtype by the caller, so half-precision
+// gradients are rounded once, after the upstream scale. All contiguous, all on the device;
+// p.workspace holds at least cuda_workspace_bytes(p) bytes. p.algorithm: every row
+// pairwise, every row that can be bucketed, or per row by p.cost, chosen on the device
+// (compact_kernel).
+std::string rank_sort_cuda(const RankSortParams& p);
 
 }  // namespace rspose

@@ -9,13 +9,14 @@
 #include "../dtypes.h"
 #include "../rank_sort_bucketed_math.h"
 #include "../rank_sort_math.h"
+#include "../rank_sort_params.h"  // Mode
 
 namespace rspose {
 namespace cuda_detail {
 
 // Every kernel runs kThreads threads, declared with __launch_bounds__(kThreads, 1): one
-// resident CTA is enough, so ptxas may use up to 255 registers rather than spill (without
-// the 1 it capped pass A float64-exact at 128 and pass B float32 at 64, and spilled).
+// resident CTA is enough, so ptxas may use up to 255 registers rather than spill
+// (docs/MEASUREMENTS.md, "cuda launch bounds").
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTile = kThreads;          // pass-A tile: one element per thread
@@ -23,8 +24,6 @@ constexpr int kTile = kThreads;          // pass-A tile: one element per thread
 // 8 would spill on sm_80.
 __host__ __device__ constexpr int ept_for(bool wide_exact) { return wide_exact ? 4 : 8; }
 constexpr unsigned kFull = 0xffffffffu;
-
-enum Mode { kSmooth = 0, kHard = 1, kExact = 2 };
 
 template <int MODE>
 struct ModeTraits {
@@ -119,7 +118,7 @@ template <typename A>
 __host__ __device__ constexpr int sort_max() { return sizeof(A) == 4 ? 4096 : 2048; }
 
 // The most positives a bucketed row may have at length L (bounds its workspace): at most
-// L/8 (at least 64) of the row. The SPEC shapes have n ≤ L/20 (13×13 .. 49×49 Gaussian
+// L/8 (at least 64) of the row. The benchmark shapes have n ≤ L/20 (13×13 .. 49×49 Gaussian
 // windows; SimCC 37 bins of 384); a row with more positives gains less, as its n² positive
 // pairs dominate both paths.
 __host__ __device__ inline int64_t np_cap(int64_t L, int64_t acc_bytes) {
@@ -224,10 +223,9 @@ __device__ __forceinline__ T block_max(T v, T* scratch) {
 // compaction. A pruned negative (s < min positive score − δ, MATH.md) gets its gradient, 0,
 // here and is never read again; so does every element of a row without positives.
 //
-// It also chooses the row's algorithm (SPEC §5b), on the device from its counts: with
-// `bsel` (the bucketed workspace exists), a row goes bucketed when the caller forces it or
-// the cost model prefers it, provided its live scores are finite, δ resolves at their scale
-// (δ ≥ 2^-20·max|s|, as the CPU kernel) and its positives fit the sort (n ≤ max_pos). A
+// It also chooses the row's algorithm (docs/DESIGN.md §5b), on the device from its counts:
+// with `bsel` (the bucketed workspace exists), by takes_bucketed (the rule the CPU kernel
+// applies too, csrc/rank_sort_bucketed_math.h) with the sort's capacity max_pos. A
 // bucketed row gets bsel = its kept negatives and nkeep = 0, so the pairwise passes sweep
 // only its positives; other rows get bsel = −1.
 template <typename S, typename A>
@@ -316,10 +314,8 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
     if (bsel != nullptr) {  // uniform branch: bsel is a kernel argument
       const bool bad = __syncthreads_or(nonfinite) != 0;
       span = block_max(span, span_scratch);
-      const bool resolves =   // as the CPU kernel: δ resolves, no difference can overflow
-          span < 0x1p1000 && (delta == A(0) || static_cast<double>(delta) >= span * 0x1p-20);
-      take = algorithm != kPairwise && n > 0 && n <= max_pos && !bad && resolves &&
-             (algorithm == kBucketed || prefers_bucketed(n, base_k, cost));
+      take = takes_bucketed(n, base_k, span, bad, static_cast<double>(delta), algorithm, max_pos,
+                            cost);
     }
     if (tid == 0) {
       npos[row] = n;

@@ -52,29 +52,44 @@ inline Plan make_plan(int64_t M, int64_t L, bool exact, std::size_t acc, const C
   return pl;
 }
 
+// A workspace segment: converts to the pointer type of whatever it initialises.
+struct Segment {
+  char* at;
+  template <typename P>
+  operator P*() const {
+    return reinterpret_cast<P*>(at);
+  }
+};
+
+// The pairwise passes' arrays (rank_sort_cuda.h, cuda_workspace_bytes).
 template <typename A>
-BucketWs<A> bucket_ws(char* ws, const Layout& lay) {
-  BucketWs<A> b{};
-  if (!lay.buckets) return b;
-  b.bsel = reinterpret_cast<int32_t*>(ws + lay.bsel);
-  b.boff = reinterpret_cast<double*>(ws + lay.boff);
-  b.bfix = reinterpret_cast<double*>(ws + lay.bfix);
-  b.sorder = reinterpret_cast<int32_t*>(ws + lay.sorder);
-  b.ql = reinterpret_cast<int32_t*>(ws + lay.ql);
-  b.qh = reinterpret_cast<int32_t*>(ws + lay.qh);
-  b.key = reinterpret_cast<double*>(ws + lay.bkey);
-  b.lob = reinterpret_cast<int32_t*>(ws + lay.lob);
-  b.hcnt = reinterpret_cast<int32_t*>(ws + lay.hcnt);
-  b.hsum = reinterpret_cast<unsigned long long*>(ws + lay.hsum);
-  b.qneg = reinterpret_cast<int32_t*>(ws + lay.qneg);
-  b.fb = reinterpret_cast<A*>(ws + lay.fb);
-  b.fbd = reinterpret_cast<A*>(ws + lay.fbd);
-  b.pre = reinterpret_cast<double*>(ws + lay.pre);
-  b.alpha = reinterpret_cast<double*>(ws + lay.alpha);
-  b.beta = reinterpret_cast<double*>(ws + lay.beta);
-  b.np = lay.np;
-  b.nb = lay.nb;
-  return b;
+struct PairWs {
+  int32_t* nkeep;
+  A* key;
+  A* plab;
+  int32_t* idx;
+  int64_t* a_off;
+  int64_t* b_off;
+  A* partials;
+  A* coef;
+  A* gpart;
+};
+
+template <typename A>
+PairWs<A> pair_ws(char* ws, const Layout& l) {
+  const auto at = [ws](size_t off) { return Segment{ws + off}; };
+  return PairWs<A>{at(l.nkeep), at(l.key),      at(l.plab), at(l.idx),  at(l.a_off),
+                   at(l.b_off), at(l.partials), at(l.coef), at(l.gpart)};
+}
+
+// The bucketed rows' arrays, in BucketWs's field order (all null without them).
+template <typename A>
+BucketWs<A> bucket_ws(char* ws, const Layout& l) {
+  if (!l.buckets) return BucketWs<A>{};
+  const auto at = [ws](size_t off) { return Segment{ws + off}; };
+  return BucketWs<A>{at(l.bsel), at(l.boff), at(l.bfix),  at(l.sorder), at(l.ql),  at(l.qh),
+                     at(l.bkey), at(l.lob),  at(l.hcnt),  at(l.hsum),   at(l.qneg), at(l.fb),
+                     at(l.fbd),  at(l.pre),  at(l.alpha), at(l.beta),   l.np,       l.nb};
 }
 
 // The bucketed kernels' grids: one CTA per row (rows_grid) or per item of kSearchChunk
@@ -87,128 +102,94 @@ inline dim3 chunks_grid(int64_t M, int64_t L, const Plan& pl) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(items, 4 * pl.ctas))));
 }
 
+// Runs a sequence of launches, stopping at the first error (which it keeps).
+template <typename Launch>
+struct Sequence {
+  const Launch& launch;
+  std::string err;
+  template <typename... P, typename... Args>
+  void operator()(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, Args... args) {
+    if (err.empty()) err = launch(name, kernel, grid, block, args...);
+  }
+};
+
 template <typename S, typename A, int MODE, typename Launch>
-std::string launch_passes(const Launch& launch, const S* s, const A* y, int64_t M, int64_t L,
-                          A delta, A tau, bool need_grad, A* rank, A* sort, int32_t* npos,
-                          A* grad, char* ws, const Layout& lay, const Plan& pl, int algorithm,
-                          CostModel cost) {
+std::string launch_passes(const Launch& launch, const RankSortParams& prm, const Layout& lay,
+                          const Plan& pl) {
   using MT = ModeTraits<MODE>;
-  int32_t* nkeep = reinterpret_cast<int32_t*>(ws + lay.nkeep);
-  A* key = reinterpret_cast<A*>(ws + lay.key);
-  A* plab = reinterpret_cast<A*>(ws + lay.plab);
-  int32_t* idx = reinterpret_cast<int32_t*>(ws + lay.idx);
-  int64_t* a_off = reinterpret_cast<int64_t*>(ws + lay.a_off);
-  int64_t* b_off = reinterpret_cast<int64_t*>(ws + lay.b_off);
-  A* partials = reinterpret_cast<A*>(ws + lay.partials);
-  A* coef = reinterpret_cast<A*>(ws + lay.coef);
-  A* gpart = reinterpret_cast<A*>(ws + lay.gpart);
+  const int64_t M = prm.M, L = prm.L;
+  const bool need_grad = prm.need_grad;
+  const S* s = static_cast<const S*>(prm.scores);
+  const A* y = static_cast<const A*>(prm.labels);
+  A* rank = static_cast<A*>(prm.rank);
+  A* sort = static_cast<A*>(prm.sort);
+  A* grad = static_cast<A*>(prm.grad);
+  int32_t* npos = prm.npos;
+  const A delta = static_cast<A>(prm.delta), tau = static_cast<A>(prm.pos_thr);
+  char* ws = static_cast<char*>(prm.workspace);
+  const PairWs<A> w = pair_ws<A>(ws, lay);
+  const BucketWs<A> bw = bucket_ws<A>(ws, lay);
   const Step<A> p{delta, MT::hard ? A(0) : A(1) / (A(2) * delta)};
   const unsigned gx = static_cast<unsigned>(M < INT_MAX ? M : INT_MAX);
   const dim3 block(kThreads);
-  const BucketWs<A> bw = bucket_ws<A>(ws, lay);
   // The bucketed kernels' δ and 1/(2δ) in double, as the CPU's (rank_sort_bucketed_cpu.h).
   const double dd = static_cast<double>(delta), inv2d = MT::hard ? 0.0 : 0.5 / dd;
+  const A* key = w.key;
+  Sequence<Launch> run{launch, std::string()};
 
-  std::string err = launch("compact_kernel", compact_kernel<S, A>, dim3(gx), block, s, y, M, L,
-                           tau, delta, need_grad, npos, nkeep, key, plab, idx, grad, algorithm,
-                           cost, lay.np, bw.bsel);
-  if (!err.empty()) return err;
+  run("compact_kernel", compact_kernel<S, A>, dim3(gx), block, s, y, M, L, tau, delta, need_grad,
+      npos, w.nkeep, w.key, w.plab, w.idx, grad, prm.algorithm, prm.cost, lay.np, bw.bsel);
   if (lay.buckets) {
-    err = launch("bucket_sort_kernel", bucket_sort_kernel<A>, rows_grid(M, pl), block, M, L, dd,
-                 MT::hard, npos, static_cast<const A*>(key), bw);
-    if (!err.empty()) return err;
-    err = launch("bucket_search_kernel", bucket_search_kernel<A>, chunks_grid(M, L, pl), block,
-                 M, L, MT::hard, npos, static_cast<const A*>(key), bw);
-    if (!err.empty()) return err;
-    err = launch("bucket_scan_kernel", bucket_scan_kernel<A, MT::exact>, rows_grid(M, pl), block,
-                 M, L, inv2d, MT::hard, npos, static_cast<const A*>(key), bw);
-    if (!err.empty()) return err;
+    run("bucket_sort_kernel", bucket_sort_kernel<A>, rows_grid(M, pl), block, M, L, dd, MT::hard,
+        npos, key, bw);
+    run("bucket_search_kernel", bucket_search_kernel<A>, chunks_grid(M, L, pl), block, M, L,
+        MT::hard, npos, key, bw);
+    run("bucket_scan_kernel", bucket_scan_kernel<A, MT::exact>, rows_grid(M, pl), block, M, L,
+        inv2d, MT::hard, npos, key, bw);
   }
-  err = launch("plan_kernel", plan_kernel, dim3(1), block, M, MT::bp, pl.split, pl.chunk, npos,
-               nkeep, a_off, b_off);
-  if (!err.empty()) return err;
+  run("plan_kernel", plan_kernel, dim3(1), block, M, MT::bp, pl.split, pl.chunk, npos, w.nkeep,
+      w.a_off, w.b_off);
   if (L > 0) {
-    err = launch("pass_a_kernel", pass_a_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_a)),
-                 block, M, L, p, need_grad, npos, nkeep, key, plab, a_off, partials, coef,
-                 static_cast<const int32_t*>(bw.bsel), static_cast<const A*>(bw.fb),
-                 static_cast<const A*>(bw.fbd), lay.np);
-    if (!err.empty()) return err;
+    run("pass_a_kernel", pass_a_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_a)), block, M,
+        L, p, need_grad, npos, w.nkeep, w.key, w.plab, w.a_off, w.partials, w.coef,
+        static_cast<const int32_t*>(bw.bsel), static_cast<const A*>(bw.fb),
+        static_cast<const A*>(bw.fbd), lay.np);
   }
   const int64_t rb = cdiv(M, kThreads);
   const dim3 grid_rows(static_cast<unsigned>(rb < INT_MAX ? rb : INT_MAX));
-  err = launch("rows_kernel", rows_kernel<A>, grid_rows, block, M, L, MT::bp, npos, partials,
-               rank, sort);
-  if (!err.empty()) return err;
+  run("rows_kernel", rows_kernel<A>, grid_rows, block, M, L, MT::bp, npos, w.partials, rank,
+      sort);
 
   if (need_grad && L > 0) {
-    err = launch("pass_b_kernel", pass_b_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_b)),
-                 block, M, L, p, pl.split, npos, nkeep, key, plab, idx, b_off, coef, grad, gpart);
-    if (!err.empty()) return err;
+    run("pass_b_kernel", pass_b_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_b)), block, M,
+        L, p, pl.split, npos, w.nkeep, w.key, w.plab, w.idx, w.b_off, w.coef, grad, w.gpart);
     if (pl.split > 1) {
       const int64_t fb = std::min<int64_t>(cdiv(M * L, kThreads), pl.ctas_b * 4);
-      err = launch("finish_kernel", finish_kernel<A, MODE>, dim3(static_cast<unsigned>(fb)),
-                   block, M, L, pl.split, npos, nkeep, idx, coef, gpart, grad);
-      if (!err.empty()) return err;
+      run("finish_kernel", finish_kernel<A, MODE>, dim3(static_cast<unsigned>(fb)), block, M, L,
+          pl.split, npos, w.nkeep, w.idx, w.coef, w.gpart, grad);
     }
     if (lay.buckets) {  // the bucketed rows' negatives
-      err = launch("bucket_coef_kernel", bucket_coef_kernel<A, MT::exact>, rows_grid(M, pl),
-                   block, M, L, inv2d, MT::hard, npos, static_cast<const A*>(key),
-                   static_cast<const A*>(coef), bw);
-      if (!err.empty()) return err;
-      err = launch("bucket_grad_kernel", bucket_grad_kernel<A>, chunks_grid(M, L, pl), block, M,
-                   L, npos, static_cast<const A*>(key), static_cast<const int32_t*>(idx), bw, grad);
-      if (!err.empty()) return err;
+      run("bucket_coef_kernel", bucket_coef_kernel<A, MT::exact>, rows_grid(M, pl), block, M, L,
+          inv2d, MT::hard, npos, key, static_cast<const A*>(w.coef), bw);
+      run("bucket_grad_kernel", bucket_grad_kernel<A>, chunks_grid(M, L, pl), block, M, L, npos,
+          key, static_cast<const int32_t*>(w.idx), bw, grad);
     }
   }
-  return std::string();
+  return run.err;
 }
 
-template <typename S, typename A, typename Launch>
-std::string launch_typed(const Launch& launch, const void* scores, const void* labels, int64_t M,
-                         int64_t L, double delta, double pos_thr, bool exact, bool need_grad,
-                         void* rank, void* sort, int32_t* npos, void* grad, char* ws,
-                         const Layout& lay, const Plan& pl, int algorithm, CostModel cost) {
-  const S* s = static_cast<const S*>(scores);
-  const A* y = static_cast<const A*>(labels);
-  A* rk = static_cast<A*>(rank);
-  A* so = static_cast<A*>(sort);
-  A* g = static_cast<A*>(grad);
-  const A d = static_cast<A>(delta), tau = static_cast<A>(pos_thr);
-  if (exact)
-    return launch_passes<S, A, kExact>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g, ws,
-                                       lay, pl, algorithm, cost);
-  if (delta > 0)
-    return launch_passes<S, A, kSmooth>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g,
-                                        ws, lay, pl, algorithm, cost);
-  return launch_passes<S, A, kHard>(launch, s, y, M, L, d, tau, need_grad, rk, so, npos, g, ws,
-                                    lay, pl, algorithm, cost);
-}
-
-// Every launch for M > 0 rows; the workspace `ws` is carved by `lay` (make_layout with
-// acc_bytes(dtype), exact, need_grad). Argument meaning as in rank_sort_cuda.h.
+// Every launch for M > 0 rows of the call `p` (argument meaning as in rank_sort_cuda.h); its
+// workspace is carved by `lay` (make_layout with acc_bytes(p.dtype), p.exact, p.need_grad).
 template <typename Launch>
-std::string launch_all(const Launch& launch, const void* scores, const void* labels, int64_t M,
-                       int64_t L, int dtype, double delta, double pos_thr, bool exact,
-                       bool need_grad, void* rank, void* sort, int32_t* npos, void* grad,
-                       char* ws, const Layout& lay, const Plan& pl, int algorithm,
-                       CostModel cost) {
-  switch (dtype) {
-    case kFloat32:
-      return launch_typed<float, float>(launch, scores, labels, M, L, delta, pos_thr, exact,
-                                        need_grad, rank, sort, npos, grad, ws, lay, pl, algorithm, cost);
-    case kFloat64:
-      return launch_typed<double, double>(launch, scores, labels, M, L, delta, pos_thr, exact,
-                                          need_grad, rank, sort, npos, grad, ws, lay, pl, algorithm, cost);
-    case kFloat16:
-      return launch_typed<__half, float>(launch, scores, labels, M, L, delta, pos_thr, exact,
-                                         need_grad, rank, sort, npos, grad, ws, lay, pl, algorithm, cost);
-    case kBFloat16:
-      return launch_typed<__nv_bfloat16, float>(launch, scores, labels, M, L, delta, pos_thr,
-                                                exact, need_grad, rank, sort, npos, grad, ws, lay,
-                                                pl, algorithm, cost);
-    default:
-      return "unknown dtype code " + std::to_string(dtype);
-  }
+std::string launch_all(const Launch& launch, const RankSortParams& p, const Layout& lay,
+                       const Plan& pl) {
+  std::string err = "unknown dtype code " + std::to_string(p.dtype);
+  dispatch_dtype_mode<__half, __nv_bfloat16>(p, [&](auto s, auto a, auto mode) {
+    using S = typename decltype(s)::type;
+    using A = typename decltype(a)::type;
+    err = launch_passes<S, A, decltype(mode)::value>(launch, p, lay, pl);
+  });
+  return err;
 }
 
 }  // namespace cuda_detail

@@ -1,8 +1,10 @@
 """The `cpu` and `cuda` backends: the compiled kernels of ``rspose_kernels._C`` (csrc/).
 
 Contract: rspose_kernels/backends/__init__.py. This module allocates every tensor (outputs,
-and the CUDA workspace, through torch's caching allocator) and hands raw pointers, sizes, a
-dtype code and the current stream to ``_C``, which links no torch. Importing it raises
+and the CUDA workspace, through torch's caching allocator) and describes each call in one
+``_C.RankSortParams`` (csrc/rank_sort_params.h): raw pointers, sizes, a dtype code, the
+algorithm and cost constants, and the threads or the current stream; ``_C`` links no torch
+and checks the struct once before any kernel sees it. Importing it raises
 ImportError when ``_C`` was not built; dispatch then treats both backends as absent.
 """
 from __future__ import annotations
@@ -63,47 +65,68 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
     return _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm)
 
 
+def _params(s, y, delta, pos_thr, exact, need_grad, algorithm, cost, outputs):
+    """The ``_C.RankSortParams`` of one call (the fields both kernels read).
+
+    Args:
+        s: [M, L] contiguous scores (the kernel's input dtype).
+        y: [M, L] contiguous labels in the accumulation dtype.
+        delta, pos_thr, exact, need_grad, algorithm: as ``rank_sort_rows``.
+        cost: the backend's :class:`cost_model.CostModel`.
+        outputs: (rank, sort, npos, grad); grad is not read when ``need_grad`` is False.
+
+    Returns:
+        A filled ``_C.RankSortParams`` (the device-specific fields left to the caller).
+    """
+    rank, sort, npos, grad = outputs
+    p = _C.RankSortParams()
+    p.scores, p.labels = s.data_ptr(), y.data_ptr()
+    p.M, p.L = s.shape
+    p.dtype = _DTYPE_CODE[s.dtype]
+    p.delta, p.pos_thr = float(delta), float(pos_thr)
+    p.exact, p.need_grad = bool(exact), bool(need_grad)
+    p.rank, p.sort, p.npos = rank.data_ptr(), sort.data_ptr(), npos.data_ptr()
+    p.grad = grad.data_ptr() if need_grad else 0
+    p.algorithm = ALGORITHM_CODES[algorithm]
+    p.cost = _C.CostModel(*cost)
+    return p
+
+
+def _outputs(m, l, need_grad, acc, device):
+    rank = torch.empty(m, dtype=acc, device=device)
+    sort = torch.empty(m, dtype=acc, device=device)
+    npos = torch.empty(m, dtype=torch.int32, device=device)
+    grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=device)
+    return rank, sort, npos, grad
+
+
 def _rank_sort_cpu(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise"):
     acc = accumulation_dtype(scores.dtype)
     # The CPU kernel computes in float32/float64; half scores are widened here (exactly).
     s = scores.to(acc).contiguous()
     y = labels.to(acc).contiguous()
-    m, l = s.shape
-    rank = torch.empty(m, dtype=acc)
-    sort = torch.empty(m, dtype=acc)
-    npos = torch.empty(m, dtype=torch.int32)
-    grad = torch.empty((m, l) if need_grad else (0,), dtype=acc)
-    _C.rank_sort_cpu(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[acc], float(delta),
-                     float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
-                     sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
-                     torch.get_num_threads(), ALGORITHM_CODES[algorithm],
-                     *CPU_COST[:3])
-    return rank, sort, npos, grad
+    out = _outputs(*s.shape, need_grad, acc, s.device)
+    p = _params(s, y, delta, pos_thr, exact, need_grad, algorithm, CPU_COST, out)
+    p.num_threads = torch.get_num_threads()
+    _C.rank_sort_cpu(p)
+    return out
 
 
 def _rank_sort_cuda(scores, labels, delta, pos_thr, exact, need_grad, algorithm="pairwise"):
     acc = accumulation_dtype(scores.dtype)
     s = scores.contiguous()
     y = labels.to(acc).contiguous()
-    m, l = s.shape
     dev = s.device
-    rank = torch.empty(m, dtype=acc, device=dev)
-    sort = torch.empty(m, dtype=acc, device=dev)
-    npos = torch.empty(m, dtype=torch.int32, device=dev)
-    grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=dev)
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    tuning = cuda_tuning(index)
-    code = ALGORITHM_CODES[algorithm]
-    nbytes = _C.cuda_workspace_bytes(m, l, _DTYPE_CODE[s.dtype], bool(exact), bool(need_grad),
-                                     tuning, code)
+    out = _outputs(*s.shape, need_grad, acc, dev)
+    p = _params(s, y, delta, pos_thr, exact, need_grad, algorithm, cuda_costs(), out)
+    p.device = dev.index if dev.index is not None else torch.cuda.current_device()
+    p.tuning = cuda_tuning(p.device)
+    nbytes = _C.cuda_workspace_bytes(p)
     work = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=dev)
-    stream = torch.cuda.current_stream(dev).cuda_stream
-    _C.rank_sort_cuda(s.data_ptr(), y.data_ptr(), m, l, _DTYPE_CODE[s.dtype], float(delta),
-                      float(pos_thr), bool(exact), bool(need_grad), rank.data_ptr(),
-                      sort.data_ptr(), npos.data_ptr(), grad.data_ptr() if need_grad else 0,
-                      work.data_ptr(), nbytes, stream, index, tuning, code,
-                      *cuda_costs())
-    return rank, sort, npos, grad
+    p.workspace, p.workspace_bytes = work.data_ptr(), nbytes
+    p.stream = torch.cuda.current_stream(dev).cuda_stream
+    _C.rank_sort_cuda(p)
+    return out
 
 
 # The CUDA kernels' launch parameters that only a GPU measurement can settle

@@ -150,11 +150,27 @@ int run_case(const Case& c, int seed, int alg) {
   Guarded<A> rank(M, A(NAN)), sort(M, A(NAN));
   Guarded<int32_t> npos(M, -7);
   Guarded<A> grad(c.need_grad ? ML : 0, A(NAN));   // the gradient comes back in acc
+  RankSortParams prm;
+  prm.scores = s.data();
+  prm.labels = y.data();
+  prm.M = M;
+  prm.L = L;
+  prm.dtype = c.dtype;
+  prm.delta = c.delta;
+  prm.pos_thr = c.pos_thr;
+  prm.exact = c.exact;
+  prm.need_grad = c.need_grad;
+  prm.rank = rank.data();
+  prm.sort = sort.data();
+  prm.npos = npos.data();
+  prm.grad = c.need_grad ? static_cast<void*>(grad.data()) : nullptr;
+  prm.algorithm = alg;
+  prm.cost = kCost;
+  prm.workspace = ws.data();
+  prm.workspace_bytes = lay.total;
+  prm.tuning = c.tuning;
   const std::string err =
-      launch_all(EmuLaunch{c.gx_cap, kNoCap, &g_split_launches}, s.data(), y.data(), M, L,
-                 c.dtype, c.delta, c.pos_thr, c.exact, c.need_grad, rank.data(), sort.data(),
-                 npos.data(), c.need_grad ? static_cast<void*>(grad.data()) : nullptr, ws.data(),
-                 lay, plan, alg, kCost);
+      launch_all(EmuLaunch{c.gx_cap, kNoCap, &g_split_launches}, prm, lay, plan);
   // Rows the device chose to compute bucketed (non-vacuity: the test asserts there are many).
   int64_t nbuck = 0;
   if (lay.buckets && err.empty())
@@ -164,9 +180,18 @@ int run_case(const Case& c, int seed, int alg) {
 
   std::vector<A> rank2(M), sort2(M), grad2(ML);
   std::vector<int32_t> npos2(M);
-  rank_sort_cpu(s_ref.data(), y.data(), M, L, c.dtype == kFloat64, c.delta, c.pos_thr, c.exact,
-                c.need_grad, rank2.data(), sort2.data(), npos2.data(), grad2.data(), 1, alg,
-                kCost.per_negative, kCost.per_positive, kCost.positive_pairs);
+  // The same call on the CPU kernel: the scores in the accumulation type, one thread, and
+  // the CPU's cost model (its bucketed path has no positive-positive pairs).
+  RankSortParams cpu = prm;
+  cpu.scores = s_ref.data();
+  cpu.dtype = c.dtype == kFloat64 ? kFloat64 : kFloat32;
+  cpu.rank = rank2.data();
+  cpu.sort = sort2.data();
+  cpu.npos = npos2.data();
+  cpu.grad = grad2.data();
+  cpu.num_threads = 1;
+  cpu.cost.bucketed_positive_pairs = 0.0;
+  rank_sort_cpu(cpu);
 
   const bool f64 = c.dtype == kFloat64;
   Compare acc{f64 ? 1e-12 : 1e-6, f64 ? 1e-9 : 1e-4};
@@ -207,12 +232,13 @@ int run_case(const Case& c, int seed, int alg) {
 }
 
 int run(const Case& c, int seed, int alg) {
-  switch (c.dtype) {
-    case kFloat32: return run_case<float, float>(c, seed, alg);
-    case kFloat64: return run_case<double, double>(c, seed, alg);
-    case kFloat16: return run_case<__half, float>(c, seed, alg);
-    default: return run_case<__nv_bfloat16, float>(c, seed, alg);
-  }
+  RankSortParams p;  // only its dtype matters to the switch
+  p.dtype = c.dtype;
+  int bad = 1;
+  dispatch_dtype_mode<__half, __nv_bfloat16>(p, [&](auto s, auto a, auto) {
+    bad = run_case<typename decltype(s)::type, typename decltype(a)::type>(c, seed, alg);
+  });
+  return bad;
 }
 
 }  // namespace

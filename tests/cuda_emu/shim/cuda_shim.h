@@ -198,37 +198,33 @@ T exchange(unsigned mask, const T& v, F read) {
   const uint64_t g = arrive(b, kWarp);
   return read(w, g);
 }
+
+// The shuffles: each lane l gets the value lane src(l) published.
+template <typename T, typename Src>
+T shuffle(unsigned mask, const T& v, Src src) {
+  const unsigned from = src(threadIdx.x % 32);
+  return exchange(mask, v, [from](unsigned w, uint64_t g) {
+    T r;
+    std::memcpy(&r, xchg_slot(w, g, from), sizeof(T));
+    return r;
+  });
+}
 }  // namespace emu
 
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T v, int o) {
-  const unsigned l = threadIdx.x % 32, src = l ^ static_cast<unsigned>(o);
-  return emu::exchange(mask, v, [&](unsigned w, uint64_t g) {
-    T r;
-    std::memcpy(&r, emu::xchg_slot(w, g, src), sizeof(T));
-    return r;
-  });
+  return emu::shuffle(mask, v, [o](unsigned l) { return l ^ static_cast<unsigned>(o); });
 }
 
 template <typename T>
 inline T __shfl_sync(unsigned mask, T v, int src) {
-  const unsigned from = static_cast<unsigned>(src) & 31u;
-  return emu::exchange(mask, v, [&](unsigned w, uint64_t g) {
-    T r;
-    std::memcpy(&r, emu::xchg_slot(w, g, from), sizeof(T));
-    return r;
-  });
+  return emu::shuffle(mask, v, [src](unsigned) { return static_cast<unsigned>(src) & 31u; });
 }
 
 // Lanes below `delta` keep their own value, as on the GPU.
 template <typename T>
 inline T __shfl_up_sync(unsigned mask, T v, unsigned delta) {
-  const unsigned l = threadIdx.x % 32;
-  return emu::exchange(mask, v, [&](unsigned w, uint64_t g) {
-    T r;
-    std::memcpy(&r, emu::xchg_slot(w, g, l >= delta ? l - delta : l), sizeof(T));
-    return r;
-  });
+  return emu::shuffle(mask, v, [delta](unsigned l) { return l >= delta ? l - delta : l; });
 }
 
 inline unsigned __ballot_sync(unsigned mask, int p) {
