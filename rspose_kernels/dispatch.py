@@ -143,6 +143,12 @@ def resolve_algorithm(algorithm: str, backend: str) -> str:
     if not isinstance(algorithm, str) or algorithm not in ALGORITHM_NAMES:
         raise ValueError(f"algorithm: expected one of {list(ALGORITHM_NAMES)}, "
                          f"got {algorithm!r}")
+    return _resolve_algorithm(algorithm, backend)
+
+
+# A constant for dynamo, like _resolve: the record lookup may import a module.
+@torch.compiler.assume_constant_result
+def _resolve_algorithm(algorithm: str, backend: str) -> str:
     have = backend_record(backend).algorithms
     if algorithm != "auto" and algorithm not in have:
         raise ValueError(f"algorithm: {algorithm!r} is not implemented by the {backend!r} "
