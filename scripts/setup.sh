@@ -22,8 +22,8 @@ step "setup: install triton, test and build tools" \
         pycocotools scipy tqdm
 # No build isolation: the build uses the tools above and never downloads anything (the GPU
 # machine has no network). The C++ extension must build (RSPOSE_BUILD_EXT=1); CUDA is
-# compiled too when nvcc is found (RSPOSE_CUDA=0 skips it).
+# compiled too when CMake finds a working nvcc (RSPOSE_CUDA=auto; 1 requires it, 0 skips it).
 step "setup: build and install rspose_kernels (C++/CUDA extension)" \
-    "A compile error above is a bug in csrc/ (CUDA is built with -Werror when nvcc is found; RSPOSE_CUDA=0 builds the C++ CPU kernel only)." \
+    "A compile error above is a bug in csrc/ (built with -Werror, CUDA too when CMake finds nvcc; RSPOSE_CUDA=0 builds the C++ CPU kernel only, RSPOSE_CUDA=1 makes a missing nvcc an error)." \
     env RSPOSE_BUILD_EXT=1 "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
-"$PY" -c "import rspose_kernels as rk; print('rspose_kernels', rk.__version__, 'backends on cpu:', rk.available_backends('cpu'))"
+"$PY" -c "import rspose_kernels as rk; from rspose_kernels import _C; print('rspose_kernels', rk.__version__, 'backends on cpu:', rk.available_backends('cpu'), '_C:', _C.build_info())"

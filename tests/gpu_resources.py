@@ -1,8 +1,8 @@
 """Ahead-of-time compiles of every GPU kernel for sm_80 and sm_90, on a machine without a GPU.
 
 Triton: the real launcher (``triton_backend.rank_sort_rows`` and ``row_stats``) runs on empty
-CPU tensors at the SPEC §8 shapes, every dtype and mode, with its three kernels replaced by
-recorders, so nothing is launched and every launch argument is the launcher's own. Each
+CPU tensors at the benchmark shapes (docs/DESIGN.md §8), every dtype and mode, with its three
+kernels replaced by recorders, so nothing is launched and every launch argument is the launcher's own. Each
 launch is then specialised exactly as Triton's JIT would specialise it on the GPU (its own
 binder: dtypes, 16-byte alignment, integers equal to 1 or divisible by 16), deduplicated, and
 compiled by the real compiler (``triton.compile(ASTSource(...), target=GPUTarget(...))``,
@@ -63,7 +63,8 @@ TRITON_BUCKET_KERNELS = ("_bucket_prep_kernel", "_bucket_search_kernel", "_bucke
 
 
 def spec_calls():
-    """(what, M, L) of every ``rank_sort_rows`` call the public losses make at SPEC §8 shapes."""
+    """(what, M, L) of every ``rank_sort_rows`` call the public losses make at the benchmark
+    shapes (docs/DESIGN.md §8)."""
     from rspose_kernels.testing import SHAPES
     calls = []
     for name, (b, k, h, w, _sigma) in SHAPES.items():
@@ -78,7 +79,7 @@ def spec_calls():
 # ----------------------------------------------------------------------------- Triton
 
 def record_triton_launches(sms: int):
-    """Every launch the launcher makes at the SPEC calls, dtypes and modes, on ``sms`` SMs."""
+    """Every launch the launcher makes at the benchmark calls, dtypes and modes, on ``sms`` SMs."""
     import torch
     import rspose_kernels.backends.triton_bucketed as tb
     import rspose_kernels.backends.triton_backend as tk
@@ -216,11 +217,19 @@ def triton_report(jobs: int) -> dict:
 # ----------------------------------------------------------------------------- CUDA
 
 def find_nvcc():
-    for path in (os.path.join(os.environ.get("CUDA_HOME", "/nonexistent"), "bin", "nvcc"),
-                 "/usr/local/cuda/bin/nvcc", shutil.which("nvcc") or ""):
-        if path and os.access(path, os.X_OK):
-            return path
-    return None
+    """The CUDA compiler that built ``rspose_kernels._C``.
+
+    CMakeLists.txt decides whether and with which nvcc the CUDA kernels are built, once;
+    this asks the built module (``_C.build_info()``) rather than searching again.
+
+    Returns:
+        The compiler's path, or None when ``_C`` is not built or was built without CUDA.
+    """
+    try:
+        from rspose_kernels import _C
+    except ImportError:
+        return None
+    return _C.build_info()["nvcc"] or None
 
 
 _ENTRY = re.compile(r"Compiling entry function '(\w+)' for 'sm_(\d+)a?'")
@@ -307,7 +316,8 @@ PAIR_INSTR = {
 
 
 def launch_shapes(sms=132) -> str:
-    """Pass A / pass B launch sizes and work at the SPEC shapes, before and after (markdown)."""
+    """Pass A / pass B launch sizes and work at the benchmark shapes, before and after
+    (markdown)."""
     import torch
     from rspose_kernels import _C
     from rspose_kernels.testing import SHAPES, shape_case
@@ -403,7 +413,7 @@ def main(argv=None):
     ap.add_argument("--skip-cuda", action="store_true")
     ap.add_argument("--skip-triton", action="store_true")
     ap.add_argument("--launch-shapes", action="store_true",
-                    help="print the CUDA launch sizes at the SPEC shapes (needs _C with CUDA)")
+                    help="print the CUDA launch sizes at the benchmark shapes (needs _C with CUDA)")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("gpu_resources.py: unset TRITON_INTERPRET (the real compiler is needed)")

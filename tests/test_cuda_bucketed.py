@@ -4,7 +4,7 @@ device's per-row choice, same bits run after run, no host sync. Without a GPU th
 not run; tests/test_cuda_emulated.py runs the same kernels under the host emulation, against
 the CPU kernel, on every CI machine.
 
-Tolerances: float32 and half scores are held to SPEC §4 (parity.assert_parity). float64 is
+Tolerances: float32 and half scores are held to docs/DESIGN.md §4 (parity.assert_parity). float64 is
 held to 1e-11: the histogram's Σs is in fixed point (one rounding per score, ≈ 2^-62·ñ·max|s|,
 1e-15 relative at these sizes), everything else float64 like the reference.
 """

@@ -29,7 +29,7 @@ def test_defaults_are_the_structs():
 
 
 @pytest.mark.parametrize("m,length", [(1088, 3072), (272, 12288), (68, 49152), (1088, 384)])
-def test_spec_shapes_run_persistent_grids_without_splitting(m, length):
+def test_benchmark_shapes_run_persistent_grids_without_splitting(m, length):
     ctas_a, ctas_b, split = _C.cuda_plan(m, length, _C.FLOAT32, False, tuning())
     # Before: M·ceil(L/64) pass-A CTAs (52,224 at vitpose). Now a fixed 4 per SM.
     assert ctas_a == 132 * 4
@@ -89,5 +89,5 @@ def test_bucketed_workspace_only_when_asked_and_linear(m, length, dtype):
         per_row = (np_ * (12 + (2 if exact else 1) * acc) + 16 * (np_ + 1)
                    + (2 * np_ + 2) * 40 + 4 * length + 28)
         assert per_row * m <= extra[0] <= per_row * m + 17 * 256
-        if m * length > 10 ** 6:   # the SPEC shapes: less than the pairwise workspace again
+        if m * length > 10 ** 6:   # the benchmark shapes: less than the pairwise workspace again
             assert extra[0] < pairwise

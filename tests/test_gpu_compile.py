@@ -1,9 +1,9 @@
 """What the real GPU compilers say about every kernel, checked without a GPU.
 
 tests/gpu_resources.py (run here in a subprocess, since this process has the Triton
-interpreter on) records every Triton launch of the real launcher at the SPEC §8 shapes, every
-dtype and mode, compiles each distinct variant with Triton's compiler for sm_80 and sm_90, and
-compiles csrc/cuda with nvcc -Xptxas -v for both. These tests hold the results to what the
+interpreter on) records every Triton launch of the real launcher at the benchmark shapes
+(docs/DESIGN.md §8), every dtype and mode, compiles each distinct variant with Triton's
+compiler for sm_80 and sm_90, and compiles csrc/cuda with nvcc -Xptxas -v for both. These tests hold the results to what the
 hardware allows: the compile succeeds, nothing spills (ptxas' own counts; the CUDA kernels
 have no stack frame at all), the registers of a block fit the SM's register file (so at least
 one block is resident), shared memory stays under the per-block limit, and no float32
