@@ -1,5 +1,5 @@
-"""Every CPU backend, through the public API, against the loop written from SPEC §2
-(tests/loop_reference.py), on the options and edge rules the row-level parity with the torch
+"""Every CPU backend, through the public API, against the loop written from docs/DESIGN.md
+§2 (tests/reference/loop.py), on the options and edge rules the row-level parity with the torch
 reference cannot vouch for: a rule the reference and a kernel both got wrong passes parity.
 
 The torch backend's own cases against the loop are in test_torch_backend.py.
@@ -10,9 +10,8 @@ import torch
 import rspose_kernels as rk
 from rspose_kernels.losses import SIMCC_POS_THR
 from rspose_kernels.testing import random_rows, simcc_case
-
-import loop_reference as loop
-from parity import assert_close
+from tests.reference import loop
+from tests.reference.parity import assert_close
 
 BACKENDS = rk.available_backends("cpu")
 

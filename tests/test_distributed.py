@@ -1,10 +1,11 @@
-"""SPEC §10: Instance-Sort over the global batch and the global mean, on gloo (CPU).
+"""docs/DESIGN.md §10: Instance-Sort over the global batch and the global mean, on gloo (CPU).
 
 Each distributed test spawns W processes (torch.multiprocessing, file:// rendezvous in a
-temporary directory, gloo on the loopback device: nothing leaves the machine) that train a small float64 model one step
-under DistributedDataParallel on uneven slices of one global batch, and compare it with the
-same model in one process on the concatenated batch. Every rank computes that reference
-itself, so no result needs to travel back: a failed assert in a child fails the test.
+temporary directory, gloo on the loopback device: nothing leaves the machine) that train a
+small float64 model one step under DistributedDataParallel on uneven slices of one global
+batch, and compare it with the same model in one process on the concatenated batch. Every
+rank computes that reference itself, so no result needs to travel back: a failed assert in a
+child fails the test.
 """
 import copy
 import datetime
@@ -126,7 +127,7 @@ def check_functions(rank, world, sizes, blank, mine):
     torch.testing.assert_close(got, want.detach(), **TOL)
     torch.testing.assert_close(local.grad, world * h.grad[mine], **TOL)
 
-    # process_group=None: this rank's items only (what it was before SPEC §10).
+    # process_group=None: this rank's items only (what it was before docs/DESIGN.md §10).
     alone = h[mine].detach().requires_grad_(True)
     kept = rk.instance_sort_loss(alone, t[mine], w[mine], process_group=None)
     kept.backward()

@@ -1,4 +1,4 @@
-"""SPEC §9: bad input raises an error naming the argument, before any kernel runs."""
+"""docs/DESIGN.md §9: bad input raises an error naming the argument, before any kernel runs."""
 import pytest
 import torch
 

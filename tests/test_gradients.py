@@ -4,8 +4,7 @@ import torch
 
 import rspose_kernels as rk
 from rspose_kernels.testing import random_rows
-
-import loop_reference as loop
+from tests.reference import loop
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -113,7 +112,7 @@ def test_logging_components_detached_even_with_weights_requiring_grad():
                          ids=["float16", "bfloat16"])
 def test_half_gradient_is_rounded_after_the_upstream_scale(dtype, share):
     # A real loss's per-element gradients sit near 1e-5 (here one 256×192 heatmap per row, the
-    # SPEC's `large` shape), below float16's normal range (6.1e-5): they must be scaled (here
+    # benchmark's `large` shape), below float16's normal range (6.1e-5): they must be scaled (here
     # like a GradScaler, ×65536, and by the weights' mean) in float32 before the one rounding
     # to half. The rounding lives in ops.py, shared by every backend (each backend's own
     # gradient is checked before it, at float32's tolerance, by its parity tests), so one

@@ -360,6 +360,7 @@ def test_coco_metric_scores_logit_predictions():
     registry = _codecs()
     _optional("mmpose.evaluation.metrics", "RSPOSE_REQUIRE_MMPOSE")
     from mmpose.evaluation.metrics import CocoMetric
+
     import rspose_kernels as rk
 
     rng = np.random.default_rng(67)
@@ -400,8 +401,9 @@ def test_the_readme_mmpose_example(tmp_path):
     real one's head: HeatmapHead, KeypointMSELoss, UDPHeatmap): it builds RSPoseLoss and a
     codec that decodes a logit heatmap whose maximum is negative to its joint."""
     registry = _codecs()
-    from mmengine.config import Config
     from pathlib import Path
+
+    from mmengine.config import Config
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = next(b.split("```", 1)[0] for b in readme.split("```python")[1:]
                  if "LogitUDPHeatmap" in b and "_base_" in b)
@@ -411,7 +413,8 @@ def test_the_readme_mmpose_example(tmp_path):
         "codec = dict(type='UDPHeatmap', input_size=(192, 256), heatmap_size=(48, 64), sigma=2)\n"
         "model = dict(type='TopdownPoseEstimator', head=dict(type='HeatmapHead',\n"
         "    in_channels=768, out_channels=17, deconv_out_channels=(256, 256),\n"
-        "    deconv_kernel_sizes=(4, 4), loss=dict(type='KeypointMSELoss', use_target_weight=True),\n"
+        "    deconv_kernel_sizes=(4, 4),\n"
+        "    loss=dict(type='KeypointMSELoss', use_target_weight=True),\n"
         "    decoder=codec))\n")
     (tmp_path / "rspose.py").write_text(block)
     cfg = Config.fromfile(str(tmp_path / "rspose.py"))

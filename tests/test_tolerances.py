@@ -15,9 +15,8 @@ from rspose_kernels.backends import torch_pairwise
 from rspose_kernels.checks import FLOAT_DTYPES
 from rspose_kernels.dispatch import backend_fn
 from rspose_kernels.testing import TOLERANCES, random_rows
-
-import loop_reference as loop
-from parity import against_reference, assert_close, assert_parity
+from tests.reference import loop
+from tests.reference.parity import against_reference, assert_close, assert_parity
 
 ERROR = 1e-3
 BACKENDS = rk.available_backends("cpu")

@@ -10,9 +10,9 @@ import dataclasses
 import pytest
 import torch
 
-from parity import against_reference, assert_parity, device_params, require
 from rspose_kernels.backends import accumulation_dtype
 from rspose_kernels.testing import random_rows
+from tests.reference.parity import against_reference, assert_parity, device_params, require
 
 tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")
@@ -189,7 +189,7 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or tk._INTERPRETED,
 @cuda_only
 @pytest.mark.cuda
 @pytest.mark.parametrize("shape", ["vitpose", "hires", "large"])
-def test_spec_shapes_match_torch_on_gpu(shape):
+def test_benchmark_shapes_match_torch_on_gpu(shape):
     from rspose_kernels.testing import shape_case
     pred, target, _ = shape_case(shape, regime="init", seed=27, device="cuda")
     scores, labels = pred.flatten(2).flatten(0, 1)[:8], target.flatten(2).flatten(0, 1)[:8]

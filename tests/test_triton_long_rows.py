@@ -4,8 +4,8 @@ against the torch reference. Under the interpreter on CPU, so the rows stay spar
 import pytest
 import torch
 
-from parity import against_reference, assert_parity, device_params, require
 from rspose_kernels.testing import random_rows
+from tests.reference.parity import against_reference, assert_parity, device_params, require
 
 tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")

@@ -1,5 +1,6 @@
-"""Shared by the backend parity tests: devices, the valid (mode, δ) grid, and the comparison
-of a backend's ``rank_sort_rows`` with the torch reference on the same inputs."""
+"""Shared by the backend parity tests: devices, the valid (mode, δ) grid, backend
+availability, and the comparisons of a backend's ``rank_sort_rows`` with the torch reference
+on the same inputs and of a public-API result with the loop reference."""
 import dataclasses
 import importlib
 import os
@@ -10,6 +11,9 @@ import torch
 from rspose_kernels import dispatch
 from rspose_kernels.backends import accumulation_dtype, torch_pairwise
 from rspose_kernels.testing import DELTAS, TOLERANCES
+
+# The devices present here (CUDA only with a GPU).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 MODES = [("identity", False), ("exact", True)]
 # The exact gradient needs δ > 0 (an error, tested on its own), so that point is not in the grid.
@@ -72,7 +76,7 @@ def assert_parity(got, want, dtype, need_grad=True):
 
     Both sum in the accumulation dtype from the same (rounded) scores, and nothing here is
     rounded back to ``dtype``: rank, sort and the gradient are held to the accumulation
-    dtype's tolerance (float32's for half scores, SPEC §4), which rejects a 0.1% error
+    dtype's tolerance (float32's for half scores, docs/DESIGN.md §4), which rejects a 0.1% error
     (tests/test_tolerances.py). The half entries of TOLERANCES are for the gradient the
     public API returns, after its one rounding to half.
     """

@@ -1,4 +1,5 @@
-"""SPEC §2 written as the slow, obvious loop: one positive at a time, float64.
+"""The core of docs/DESIGN.md §2 written as the slow, obvious loop: one positive at a time,
+float64.
 
 Independent of the package's vectorised code (it imports nothing from rspose_kernels), so
 the torch backend is checked against the definition, not against itself.
@@ -9,8 +10,9 @@ EPS = 1e-10
 
 
 class _Ramp(torch.autograd.Function):
-    """H(x) = clamp(x/(2δ) + 1/2, 0, 1) with SPEC's slope: H'(x) = 1/(2δ) for |x| < δ and 0
-    elsewhere, at x = ±δ too (autograd of clamp would pass the slope at both ends)."""
+    """H(x) = clamp(x/(2δ) + 1/2, 0, 1) with the slope of docs/DESIGN.md §2: H'(x) = 1/(2δ)
+    for |x| < δ and 0 elsewhere, at x = ±δ too (autograd of clamp would pass the slope at
+    both ends)."""
 
     @staticmethod
     def forward(ctx, x, delta):
@@ -55,7 +57,7 @@ def row_loss(s, y, delta, pos_thr):
 
 
 def row_identity_grad(s, y, delta, pos_thr):
-    """The Rank & Sort identity-update gradient of one row, rule by rule from SPEC §2."""
+    """The Rank & Sort identity-update gradient of one row, rule by rule from docs/DESIGN.md §2."""
     s = s.detach()
     P = y > pos_thr
     N = ~P
@@ -90,8 +92,8 @@ def rows(scores, labels, delta, pos_thr, grad_mode="identity"):
         ranks.append(r.detach())
         sorts.append(so.detach())
         grads.append(g)
-    m, l = scores.shape
+    m, length = scores.shape
     if m == 0:
         z = torch.zeros(0, dtype=torch.float64)
-        return z, z, torch.zeros(0, l, dtype=torch.float64)
+        return z, z, torch.zeros(0, length, dtype=torch.float64)
     return torch.stack(ranks), torch.stack(sorts), torch.stack(grads)

@@ -1,0 +1,1 @@
+"""The test suite, importable as a package: shared references in ``tests.reference``."""
