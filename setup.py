@@ -1,4 +1,4 @@
-"""rspose-kernels: fused ranking-based pose losses (Spatial Rank & Sort, Instance-Sort).
+"""The build of rspose-kernels' native module (metadata: pyproject.toml).
 
 The native module ``rspose_kernels._C`` (C++ CPU kernel, hand-written CUDA kernels) is built by
 CMakeLists.txt with ninja through the ``build_ext`` below; it links no libtorch, so the build
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import sysconfig
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -128,17 +128,9 @@ class CMakeBuild(build_ext):
             raise SystemExit(f"CMake did not produce {out_path} (EXT_SUFFIX {suffix})")
 
 
+# Metadata (name, version, dependencies, packages) is in pyproject.toml; this file only
+# drives the CMake build of the native module.
 setup(
-    name="rspose-kernels",
-    version="0.1.0",
-    description="Sort-free Rank & Sort pose losses as fused CUDA/Triton/C++ kernels for PyTorch",
-    packages=find_packages(include=["rspose_kernels", "rspose_kernels.*"]),
-    python_requires=">=3.9",
-    # torch is deliberately not a hard requirement here: pip would resolve a CUDA build of
-    # several GB on machines that have none. Install the torch you want first.
-    install_requires=["numpy"],
-    extras_require={"triton": ["triton>=3.6"], "test": ["pytest"]},
     ext_modules=[CMakeExtension("rspose_kernels._C")],
     cmdclass={"build_ext": CMakeBuild},
-    zip_safe=False,
 )
