@@ -2,14 +2,14 @@
 bench/gpu_check.sh's `sweep` runs).
 
 Every call is the backend's forward + gradient (one ``rank_sort_rows``, float32, identity
-gradient, δ = 0.5) at the SPEC shapes and regimes, timed by CUDA events (median of --reps).
+gradient, δ = 0.5) at the benchmark shapes and regimes, timed by CUDA events (median of --reps).
 
 1. The threshold: per call, the algorithm forced "pairwise", forced "bucketed", and "auto"
    with the cost model's per-negative constant RSPOSE_CUDA_BUCKET_COST at each of
    BUCKET_COSTS (native.py reads it at each call; larger sends fewer rows to the bucketed
    path). Each line gives the median and how many of the call's non-empty rows that setting
-   computes bucketed (counted on the host: cost_model.prefers_bucketed with the "cuda"
-   constants and that per-negative cost, rows above NP_cap stay pairwise); `*` marks the
+   computes bucketed (counted on the host: cost_model.plan_rows with native.CUDA_COST and
+   that per-negative cost; rows above NP_cap stay pairwise); `*` marks the
    call's fastest setting.
 2. The launch parameters (csrc/cuda/rank_sort_cuda.h, CudaTuning; native.py reads
    RSPOSE_CUDA_CTAS_PER_SM, RSPOSE_CUDA_WARP_ITEMS_PER_SM, RSPOSE_CUDA_MAX_SPLIT), one at a
@@ -18,7 +18,7 @@ gradient, δ = 0.5) at the SPEC shapes and regimes, timed by CUDA events (median
 The output ends with machine-readable lines for setting the defaults:
     best bucket_cost per call: <call>=<cost> ...
     best bucket_cost overall: <cost> ...
-bench/run.py keeps measuring the defaults.
+bench.run keeps measuring the defaults.
 """
 from __future__ import annotations
 
@@ -29,21 +29,14 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-import rspose_kernels as rk  # noqa: E402
-from rspose_kernels.backends import cost_model, native  # noqa: E402
-from rspose_kernels.losses import DEFAULT_DELTA  # noqa: E402
-from rspose_kernels.testing import REGIMES, SHAPES  # noqa: E402
-
-import run  # noqa: E402  (make_case: the rows the losses rank)
-import work_model  # noqa: E402  (row_counts, np_cap)
+import rspose_kernels as rk
+from bench.cases import make_case
+from rspose_kernels.backends import cost_model, native
+from rspose_kernels.losses import DEFAULT_DELTA
+from rspose_kernels.testing import REGIMES, SHAPES
 
 GRID = {   # env var -> values tried (one at a time, the others at their default)
     "RSPOSE_CUDA_CTAS_PER_SM": (2, 4, 8, 16),
@@ -60,12 +53,12 @@ TIE = 0.03
 
 
 def calls(device):
-    """(name, scores [M, L], labels [M, L], pos_thr) at the SPEC shapes, both regimes, the rows
-    the losses rank (bench/run.make_case), and one Instance-Sort row of B·K items."""
+    """(name, scores [M, L], labels [M, L], pos_thr) at the benchmark shapes, both regimes, the
+    rows the losses rank (bench.cases.make_case), and one Instance-Sort row of B·K items."""
     out = []
     for regime in REGIMES:
         for shape in SHAPES:
-            case = run.make_case(shape, regime, device=device)
+            case = make_case(shape, regime, device=device)
             for axis, (scores, labels) in zip("xy" if case.simcc else " ", case.groups):
                 name = f"{shape}-{axis}" if case.simcc else shape
                 out.append((f"{name}/{regime}", scores.contiguous(), labels.contiguous(),
@@ -96,21 +89,23 @@ def env_set(var, value):
 
 def bucketed_rows(scores, labels, pos_thr, algorithm, per_negative=None, cost=None,
                   delta=DEFAULT_DELTA) -> int:
-    """How many rows the CUDA backend computes bucketed for ``algorithm`` (host-side count,
-    any device): rows the bucketed path takes at all (cost_model.plan_rows: finite, δ
-    resolved, n > 0) and whose positives fit (n ≤ NP_cap), and for "auto" those the cost
-    model ``cost`` (default: the "cuda" constants) prefers with its per-negative constant
-    replaced by ``per_negative``."""
+    """How many rows the CUDA backend computes bucketed for ``algorithm``.
+
+    A host-side count on any device, the CUDA backend's plan with an explicit cost:
+    cost_model.plan_rows with the kernel's capacity (n ≤ NP_cap), for "auto" with the cost
+    model ``cost`` (default: native.cuda_costs()) whose per-negative constant is replaced by
+    ``per_negative`` when given.
+
+    Returns:
+        The number of rows.
+    """
     if algorithm == "pairwise":
         return 0
-    take = cost_model.plan_rows(scores, labels, delta, pos_thr, "bucketed", "cuda")
-    if algorithm == "auto":
-        n, nn = work_model.row_counts(scores, labels, pos_thr, delta)
-        cost = cost_model.cuda_costs() if cost is None else cost
-        if per_negative is not None:
-            cost = cost._replace(per_negative=float(per_negative))
-        take &= cost_model.prefers_bucketed(n, nn, cost)
-    return int(take.sum())
+    cost = native.cuda_costs() if cost is None else cost
+    if per_negative is not None:
+        cost = cost._replace(per_negative=float(per_negative))
+    cap = native.cuda_max_positives(scores.shape[1], scores.dtype)
+    return int(cost_model.plan_rows(scores, labels, delta, pos_thr, algorithm, cost, cap).sum())
 
 
 def time_call(s, y, tau, algorithm="auto", reps=10):
@@ -186,7 +181,7 @@ def threshold_summary(results) -> list[str]:
         "best bucket_cost per call: " + " ".join(per_call),
         f"best bucket_cost overall: {best:g} (geometric-mean slowdown against each call's "
         f"fastest setting {geo:.3f}x, worst {math.exp(worst):.3f}x on {worst_call}; "
-        f"{len(results)} calls; now {cost_model.COSTS.get('cuda')})",
+        f"{len(results)} calls; now {native.CUDA_COST})",
     ]
 
 

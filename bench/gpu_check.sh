@@ -14,7 +14,7 @@
 # so a dry run on a machine without a GPU, or with RSPOSE_CHECK_DRY_RUN=1, reports every step
 # unavailable and exits 0; RSPOSE_CHECK_LOGDIR moves the logs).
 # Output: logs in bench/results/gpu_check_<stamp>/, benchmark rows appended to
-# bench/results/results.csv (bench/run.py), and when $OUT is set, ONE file
+# bench/results/results.csv (python3 -m bench.run), and when $OUT is set, ONE file
 # $OUT/gpu_check_summary.txt: the step table, the environment, this run's benchmark rows and
 # the sweep, and the tail of every failed step's log.
 # The GPU machine has no .git: pass the commit, e.g.
@@ -182,19 +182,19 @@ sanitize() {
 
 # The CUDA backend's per-row threshold (pairwise / bucketed / auto at each per-negative cost)
 # and launch parameters (rspose_kernels/backends/native.py reads them from the environment),
-# each setting timed on the SPEC shapes through the backend; bench/run.py uses the defaults.
+# each setting timed on the benchmark shapes through the backend; bench.run uses the defaults.
 # No new measurement starts in the last 10 s of the step's limit (one is well under a second).
 sweep() {
   local limit=$RSPOSE_STEP_LIMIT
-  "$PY" bench/cuda_sweep.py --deadline $(( limit > 20 ? limit - 10 : limit / 2 ))
+  "$PY" -m bench.cuda_sweep --deadline $(( limit > 20 ? limit - 10 : limit / 2 ))
 }
 
-# Every provider bench/run.py has on a GPU (providers_for: mse, each backend with algorithm
+# Every provider bench.run has on a GPU (providers_for: mse, each backend with algorithm
 # auto and, where it has two, each forced: cuda/pairwise, cuda/bucketed, torch/..., rs_loop).
 # It checks its deadline between cases (one takes ~10 s): ~20 s are left for the last case.
 bench() {
   local limit=$RSPOSE_STEP_LIMIT
-  "$PY" bench/run.py --no-progress --deadline $(( limit > 60 ? limit - 20 : limit / 2 ))
+  "$PY" -m bench.run --no-progress --deadline $(( limit > 60 ? limit - 20 : limit / 2 ))
 }
 
 export -f env_info build backends gpu_pytest sanitize sweep bench
@@ -217,7 +217,7 @@ elif ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else
   GPU_WHY="no GPU usable by torch (torch.cuda.is_available() is False)"
 fi
 if [ -z "$GPU_WHY" ] && [ -z "${RSPOSE_CUDA_ARCHS:-}" ]; then
-  # Only the card at hand: halves the CUDA build time (SPEC's default is "80;90").
+  # Only the card at hand: halves the CUDA build time (the build's default is "80;90").
   cc=$("$PY" -c "import torch; a, b = torch.cuda.get_device_capability(); print(f'{a}{b}')" 2>/dev/null)
   export RSPOSE_CUDA_ARCHS=${cc:-90}
 fi
@@ -260,7 +260,7 @@ fi
 # ----------------------------------------------------------------------------- summary
 
 if [ -f "$RESULTS" ]; then
-  # run.py starts a fresh file when the old one had another header.
+  # bench.run starts a fresh file when the old one had another header.
   (( $(wc -l < "$RESULTS") < rows_before )) && rows_before=0
   { head -n 1 "$RESULTS"; tail -n +"$(( rows_before + 1 ))" "$RESULTS" | grep -v '^date,'; } \
     > "$LOGDIR/results_gpu.csv"
@@ -280,7 +280,7 @@ fi
   fi
   if [[ $(status_of sweep) == pass* ]]; then
     # All of it (~250 lines): every setting's median per call, then the summary lines.
-    echo; echo "---- CUDA threshold and launch-parameter sweep (bench/cuda_sweep.py)"
+    echo; echo "---- CUDA threshold and launch-parameter sweep (bench.cuda_sweep)"
     tail -n +2 "$LOGDIR/sweep.log"
   fi
   if [ -f "$LOGDIR/results_gpu.csv" ] && (( $(wc -l < "$LOGDIR/results_gpu.csv") > 1 )); then

@@ -1,9 +1,9 @@
 """PNG of a benchmark run: fwd+bwd median per provider, one panel per shape, log scale.
 
-    python bench/plot.py                 # latest run per device in bench/results/results.csv
-    python bench/plot.py --run RUN_ID
+    python3 -m bench.plot                 # latest run per device in bench/results/results.csv
+    python3 -m bench.plot --run RUN_ID
 
-Needs matplotlib (imported here only, so run.py works without it).
+Needs matplotlib (imported here only, so bench.run works without it).
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from report import DEFAULT_CSV, PROVIDER_ORDER, latest_runs, load
-
-HERE = Path(__file__).resolve().parent
+from bench.harness.results import RESULTS_CSV, RESULTS_DIR, load_csv
+from bench.report import PROVIDER_ORDER, latest_runs
 
 
 def _matplotlib():
@@ -28,7 +27,18 @@ def _matplotlib():
 
 
 def plot_rows(rows: list[dict], out_dir: Path) -> Path:
-    """One run's rows (dicts from run.py or the CSV) -> PNG path."""
+    """Draws one run.
+
+    Args:
+        rows: one run's result rows (from bench.run or the CSV).
+        out_dir: where the PNG goes.
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
     plt = _matplotlib()
     full = [r for r in rows if r["mode"] == "full"]
     shapes = list(dict.fromkeys(r["shape"] for r in full))
@@ -36,7 +46,8 @@ def plot_rows(rows: list[dict], out_dir: Path) -> Path:
     providers = sorted({r["provider"] for r in full},
                        key=lambda p: (PROVIDER_ORDER.index(p) if p in PROVIDER_ORDER
                                       else len(PROVIDER_ORDER), p))
-    fig, axes = plt.subplots(1, len(shapes), figsize=(max(6.5, 4.2 * len(shapes)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(shapes), figsize=(max(6.5, 4.2 * len(shapes)), 4.2),
+                             squeeze=False)
     width = 0.8 / max(len(providers), 1)
     for ax, shape in zip(axes[0], shapes):
         for j, prov in enumerate(providers):
@@ -51,7 +62,8 @@ def plot_rows(rows: list[dict], out_dir: Path) -> Path:
                         hi.append(float(r["p80_ms"]) - med)
             if xs:
                 extrapolated = prov == "rs_loop"
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, hatch="//" if extrapolated else None,
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2,
+                       hatch="//" if extrapolated else None,
                        label=f"{prov} (extrapolated)" if extrapolated else prov)
         b = next(r for r in full if r["shape"] == shape)
         ax.set_title(f"{shape} ({b['batch']}×{b['keypoints']})")
@@ -73,11 +85,11 @@ def plot_rows(rows: list[dict], out_dir: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    ap.add_argument("--csv", type=Path, default=RESULTS_CSV)
     ap.add_argument("--run", help="a run_id (default: the latest run per device)")
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
-    rows = load(args.csv)
+    rows = load_csv(args.csv)
     try:
         for dev, rid in latest_runs(rows, run_id=args.run).items():
             print(plot_rows([r for r in rows if r["run_id"] == rid and r["device"] == dev],

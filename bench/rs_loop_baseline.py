@@ -3,17 +3,18 @@
 That code (Oksuz et al., written for object detection) is an autograd.Function whose forward
 loops in Python over the positives and, for each one, evaluates the smoothed step against the
 whole (pruned) set of elements in a few vectorised torch ops, accumulating the identity-update
-gradient (SPEC §2) as it goes; backward only scales the stored gradient. It prunes once, before
-the loop, the negatives below ``min positive score − δ``, and branches on the host
+gradient (docs/DESIGN.md §2) as it goes; backward only scales the stored gradient. It prunes
+once, before the loop, the negatives below ``min positive score − δ``, and branches on the host
 (``if F > eps``), i.e. one device sync per positive on a GPU. This file re-implements that
-scheme per row (SPEC §2 rows: one heatmap or one SimCC vector) so that bench/run.py can show
-what the package replaces. Written from SPEC §2; not a copy of the public code.
+scheme per row (the rows of docs/DESIGN.md §2: one heatmap or one SimCC vector) so that
+``python3 -m bench.run`` can show what the package replaces. Written from the definition in
+docs/DESIGN.md §2; not a copy of the public code.
 """
 from __future__ import annotations
 
 import torch
 
-EPS = 1e-10
+from rspose_kernels.backends import EPS
 
 
 def _step(x: torch.Tensor, delta: float) -> torch.Tensor:
@@ -100,7 +101,7 @@ def loop_rank_sort_loss(scores: torch.Tensor, labels: torch.Tensor, *, delta: fl
                         pos_thr: float = 0.0, limits: list[int] | None = None) -> torch.Tensor:
     """Rows ``[M, L]`` -> scalar loss (mean over non-empty rows), identity-update gradient.
 
-    ``limits[r]`` (optional) caps the positives looped over in row r: bench/run.py times a
+    ``limits[r]`` (optional) caps the positives looped over in row r: the benchmark times a
     sample of positives that way and extrapolates.
     """
     return _LoopRankSort.apply(scores, labels, float(delta), float(pos_thr), limits)

@@ -1,4 +1,4 @@
-"""Does it train? MSE / KL against RSPose on a seeded synthetic pose task (SPEC §11).
+"""Does it train? MSE / KL against RSPose on a seeded synthetic pose task (docs/DESIGN.md §11).
 
 Trains the same small top-down network (bench/train_models.py) with every loss of
 bench/train_losses.py — heatmap: MSE (mmpose KeypointMSELoss), ``rk.spatial_rs_loss`` alone,
@@ -19,10 +19,10 @@ Output: a Markdown table on stdout, rows (every evaluation point of every seed a
 appended to bench/results/train.csv with device, versions, commit and seed, a PNG of AP
 and the correlations against steps with --plot (default path docs/train.png).
 
-    python bench/train.py --quick            # ~2 min on the 2-core CPU machine
-    python bench/train.py                    # the full run (CPU ~15 min; GPU: more steps)
-    python bench/train.py --device cuda --plot
-    python bench/train.py --losses mse,rspose --seeds 0,1 --steps 200
+    python3 -m bench.train --quick            # ~2 min on the 2-core CPU machine
+    python3 -m bench.train                    # the full run (CPU ~15 min; GPU: more steps)
+    python3 -m bench.train --device cuda --plot
+    python3 -m bench.train --losses mse,rspose --seeds 0,1 --steps 200
 
 On a CPU shared with other jobs, ``--threads 1`` is much faster than torch's default of one
 thread per core (measured here at load ~10: 2 threads made each step several times slower).
@@ -39,19 +39,17 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # siblings when imported from tests
-    sys.path.insert(0, str(HERE))
+import rspose_kernels as rk
+from bench.harness.provenance import environment, load_avg, package_version
+from bench.harness.results import append_csv
+from bench.train_data import DataConfig, heatmap_targets, make_batch, simcc_targets, validation_set
+from bench.train_eval import DECODERS, best_decoder, coco_ground_truth, decode, evaluate, mean_sd
+from bench.train_losses import LOSSES, LossSpec
+from bench.train_losses import build as build_loss
+from bench.train_models import build_model
+from rspose_kernels.dispatch import resolve_backend
 
-import rspose_kernels as rk  # noqa: E402
-from rspose_kernels.dispatch import resolve_backend  # noqa: E402
-from run import append_csv, environment, load_avg, package_version  # noqa: E402
-from train_data import (DataConfig, heatmap_targets, make_batch, simcc_targets,  # noqa: E402
-                        validation_set)
-from train_eval import (DECODERS, best_decoder, coco_ground_truth, decode,  # noqa: E402
-                        evaluate, mean_sd)
-from train_losses import LOSSES, LossSpec, build as build_loss  # noqa: E402
-from train_models import build_model  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 RESULTS = HERE / "results" / "train.csv"
 DEFAULT_PLOT = HERE.parent / "docs" / "train.png"
@@ -433,7 +431,8 @@ def main(argv=None) -> int:
     print(f"# bench/train.py: {env['device']}, {env['threads']} threads, torch {env['torch']}, "
           f"commit {env['commit']}; losses {names}; seeds {list(budget.seeds)}, "
           f"{budget.steps} steps × batch {budget.batch}, {budget.val_size} validation "
-          f"samples; ranking losses on backend '{resolve_backend('auto', device, 'auto')}'", flush=True)
+          f"samples; ranking losses on backend '{resolve_backend('auto', device, 'auto')}'",
+          flush=True)
     t0 = time.perf_counter()
     val = validation_set(budget.val_size, cfg)
     gt = coco_ground_truth(val["keypoints"], val["visible"], val["box"], val["area"])

@@ -1,4 +1,4 @@
-"""A procedural, seeded top-down keypoint data set for bench/train.py (SPEC §11).
+"""A procedural, seeded top-down keypoint data set for bench/train.py (docs/DESIGN.md §11).
 
 Each sample is a top-down crop of one synthetic person: 17 keypoints on the COCO skeleton
 (so COCO's sigmas apply) from a random articulated pose — torso lean, head tilt and yaw,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train_data import K, DataConfig
+from bench.train_data import DataConfig, K
 
 
 def _conv(cin, cout, stride):

@@ -11,24 +11,21 @@ variant (mean ± sd over seeds):
 - positives: the target pixels above τ per heatmap, the rank term's share of the joint
   pixel being 1 / positives.
 
-    python bench/train_peaks.py --stage lr --lr 0.01
+    python3 -m bench.train_peaks --stage lr --lr 0.01
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
+import torch
+
+from bench.train_data import DataConfig, heatmap_targets, validation_set
+from bench.train_models import build_model
+from bench.train_sweep import DEFAULT_CKPT
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import torch  # noqa: E402
-
-from train_data import DataConfig, heatmap_targets, validation_set  # noqa: E402
-from train_models import build_model  # noqa: E402
-from train_sweep import DEFAULT_CKPT  # noqa: E402
 
 
 def peak_stats(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,

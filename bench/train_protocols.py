@@ -28,9 +28,9 @@ Note on step 2 with no threshold: a ranking loss trains logits, whose maxima may
 box score × a negative mean then ranks a better box *lower*. That is mmpose's rule applied to
 such scores, reported as it is; the 0.2 threshold maps those instances to 0 instead.
 
-    python bench/train_protocols.py --stage lr                    # every checkpoint of a stage
-    python bench/train_protocols.py --stage lr --variants mse@0.01,kl@0.01 --seeds 0,1
-    python bench/train_protocols.py --summary lr                  # the table again, from the CSV
+    python3 -m bench.train_protocols --stage lr                    # every checkpoint of a stage
+    python3 -m bench.train_protocols --stage lr --variants mse@0.01,kl@0.01 --seeds 0,1
+    python3 -m bench.train_protocols --summary lr                  # the table again, from the CSV
 
 Rows go to bench/results/train.csv (``run`` = ``protocols-<stage>``) with ``protocol`` "gt",
 "candidates-thr0.2", "candidates-nothr", "candidates-oracle-thr0.2", "candidates-oracle-nothr"
@@ -50,20 +50,26 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+import torch
+
+import rspose_kernels as rk
+from bench import train_eval
+from bench.harness.provenance import environment, load_avg, package_version
+from bench.harness.results import append_csv
+from bench.train_data import DataConfig, validation_set
+from bench.train_eval import (
+    COCO_SIGMAS,
+    _coco,
+    _spearman,
+    as_number,
+    coco_eval,
+    keypoint_oks,
+    mean_sd,
+)
+from bench.train_scenes import Scenes, make_scenes, scene_ground_truth, to_scene
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # siblings when imported from tests
-    sys.path.insert(0, str(HERE))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import rspose_kernels as rk  # noqa: E402
-from run import append_csv, environment, load_avg, package_version  # noqa: E402
-from train_data import DataConfig, validation_set  # noqa: E402
-import train_eval  # noqa: E402
-from train_eval import (COCO_SIGMAS, _coco, _spearman, as_number, coco_eval,  # noqa: E402
-                        keypoint_oks, mean_sd)
-from train_scenes import Scenes, make_scenes, scene_ground_truth, to_scene  # noqa: E402
 
 NMS_THR = 0.9                 # mmpose CocoMetric's default
 KEYPOINT_SCORE_THR = 0.2      # mmpose CocoMetric's default
@@ -199,7 +205,7 @@ def evaluate_candidates(model, mode: str, scenes: Scenes, cfg: DataConfig = Data
                         device=torch.device("cpu"), coco_gt=None) -> dict:
     """Predicts every candidate crop of ``scenes`` with ``model`` (train.predict, ``decoder``)
     and scores them by the protocol (``score_candidates``)."""
-    from train import predict
+    from bench.train import predict
     pred, conf = predict(model, mode, scenes.candidates["images"], cfg, decoder, device)
     return score_candidates(scenes, pred, conf, keypoint_score_thr, coco_gt)
 
@@ -212,7 +218,7 @@ KEY = re.compile(r"(?P<loss>\w+?)(?:\[(?P<opts>[^\]]*)\])?@(?P<lr>[^@\[\]]+)")
 def parse_key(key: str):
     """A checkpoint's variant key (train.Variant.key, e.g. ``rspose[pos_thr=0.5]@0.01``) ->
     train.Variant."""
-    from train import variant
+    from bench.train import variant
     m = KEY.fullmatch(key)
     if m is None:
         raise ValueError(f"not a variant key: {key!r}")
@@ -244,9 +250,9 @@ def evaluate_checkpoint(path, seed, key, budget, cfg, val, val_gt, scenes, scene
                         device=torch.device("cpu"), decoders=None) -> list[dict]:
     """Rows for one checkpoint: per decoder, the ground-truth protocol and the candidate
     protocol (and its oracle) at each keypoint score threshold."""
-    from train import predict_all
-    from train_losses import LOSSES
-    from train_models import build_model
+    from bench.train import predict_all
+    from bench.train_losses import LOSSES
+    from bench.train_models import build_model
     v = parse_key(key)
     mode = LOSSES[v.loss].mode
     model = build_model(mode, width=budget.width, seed=seed, cfg=cfg)
@@ -316,8 +322,8 @@ def read_rows(csv_path, run: str):
 # ----------------------------------------------------------------------------- driver
 
 def main(argv=None) -> int:
-    from train import FIELDS, RESULTS
-    from train_sweep import DEFAULT_CKPT, LARGE, stage_budget
+    from bench.train import FIELDS, RESULTS
+    from bench.train_sweep import DEFAULT_CKPT, LARGE, stage_budget
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__[__doc__.index("    python"):])

@@ -12,11 +12,12 @@ bench/train_data.py draws one (its poses, limb widths, colours, joint markers an
 self-occlusion; a person's padded box is about one training crop, 0.8–1.2×), the second
 placed overlapping the first in 70 % of scenes (as far as the scene allows), in a random
 depth order; distractor limbs (behind or in front of everyone), textured occluders (in
-front, over the people) and a textured background. A scene is a *vector description* — poses, widths, colours, texture
-lattices — and each crop is drawn from it at the crop's own pixel grid (not resampled from a
-scene image), so overlapping crops see the same scene: the smooth colour fields are
-functions of scene coordinates, the pixel grain and the sensor noise are lattices over scene
-pixels (read at the nearest scene pixel; beyond their margin they repeat the border).
+front, over the people) and a textured background. A scene is a *vector description* —
+poses, widths, colours, texture lattices — and each crop is drawn from it at the crop's own
+pixel grid (not resampled from a scene image), so overlapping crops see the same scene: the
+smooth colour fields are functions of scene coordinates, the pixel grain and the sensor noise
+are lattices over scene pixels (read at the nearest scene pixel; beyond their margin they
+repeat the border).
 
 Candidates, per person: 2–4 boxes jittered in shift and scale (each side on its own) around
 the person's box, the first lightly, with a box score that falls with the jitter (its IoU
@@ -45,8 +46,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from train_data import (ARM_LEG_LIMBS, SKELETON, K, DataConfig, _distractor_segments,
-                        _paint, _person_segments, _pose, _segment_masks, _uniform)
+from bench.train_data import (
+    ARM_LEG_LIMBS,
+    SKELETON,
+    DataConfig,
+    K,
+    _distractor_segments,
+    _paint,
+    _person_segments,
+    _pose,
+    _segment_masks,
+    _uniform,
+)
 
 SCENE_SEED = 2_000_029
 MAX_PEOPLE = 3
@@ -216,16 +227,16 @@ def make_scenes(n: int, cfg: DataConfig = DataConfig(), seed: int = SCENE_SEED,
 
     # ---- occluders: per person, as train_data per crop (p 0.5, a second with p 0.25),
     # sized by the person's padded box and placed in it
-    O = 2 * P
+    n_occ = 2 * P
     occ_on = (torch.rand(S, P, 2, generator=g) < torch.tensor([0.5, 0.25])) & person_on[..., None]
     region = crop_like[:, :, None].expand(S, P, 2, 2)
     occ_centre = centre[:, :, None] + (torch.rand(S, P, 2, 2, generator=g) - 0.5) * region
-    occ_half = torch.stack([_uniform(g, S * O, 0.1, 0.22).view(S, P, 2),
-                            _uniform(g, S * O, 0.08, 0.18).view(S, P, 2)], -1) * region
-    occ_base = torch.rand(S, O, 3, generator=g) * 0.6 + 0.2
-    occ_blobs = torch.randn(S, O, 3, 3, 2, generator=g)          # rows × cols, as lowres (3, 2)
-    occ_origin = (centre[:, :, None] - region / 2).reshape(S, O, 2)
-    occ_cell = (region / torch.tensor([2.0, 3.0])).reshape(S, O, 2)
+    occ_half = torch.stack([_uniform(g, S * n_occ, 0.1, 0.22).view(S, P, 2),
+                            _uniform(g, S * n_occ, 0.08, 0.18).view(S, P, 2)], -1) * region
+    occ_base = torch.rand(S, n_occ, 3, generator=g) * 0.6 + 0.2
+    occ_blobs = torch.randn(S, n_occ, 3, 3, 2, generator=g)          # rows × cols, as lowres (3, 2)
+    occ_origin = (centre[:, :, None] - region / 2).reshape(S, n_occ, 2)
+    occ_cell = (region / torch.tensor([2.0, 3.0])).reshape(S, n_occ, 2)
 
     # ---- background: smooth field of 16 px cells (train_data: a 4 × 3 lattice over 64 × 48)
     margin = round(48 * unit)
@@ -259,8 +270,8 @@ def make_scenes(n: int, cfg: DataConfig = DataConfig(), seed: int = SCENE_SEED,
                           d_is_marker.expand(S, -1)], 1),
         owner=torch.cat([torch.full((S, 3 * D), -1), owner_p.reshape(S, -1),
                          torch.full((S, 3 * D), P)], 1))
-    occluders = dict(on=occ_on.reshape(S, O), centre=occ_centre.reshape(S, O, 2),
-                     half=occ_half.reshape(S, O, 2), base=occ_base, blobs=occ_blobs,
+    occluders = dict(on=occ_on.reshape(S, n_occ), centre=occ_centre.reshape(S, n_occ, 2),
+                     half=occ_half.reshape(S, n_occ, 2), base=occ_base, blobs=occ_blobs,
                      origin=occ_origin, cell=occ_cell)
 
     visible = _scene_visibility(keypoints, hidden, person_on, segments, occluders, size)

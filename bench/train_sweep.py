@@ -21,9 +21,9 @@ bench/results/train.csv:
 Jobs (a seed and a group of variants) run in ``--jobs`` processes of one thread each; the
 final weights of every variant go to ``--checkpoints`` (for bench/train_protocols.py).
 
-    python bench/train_sweep.py --stage lr            # ~25 min on the idle 2-core machine
-    python bench/train_sweep.py --summary lr          # the table again, from the CSV
-    python bench/train_sweep.py --stage lr --quick    # a smoke run (~2 min)
+    python3 -m bench.train_sweep --stage lr            # ~25 min on the idle 2-core machine
+    python3 -m bench.train_sweep --summary lr          # the table again, from the CSV
+    python3 -m bench.train_sweep --stage lr --quick    # a smoke run (~2 min)
 """
 from __future__ import annotations
 
@@ -38,17 +38,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+import rspose_kernels as rk
+from bench.harness.provenance import environment, package_version
+from bench.harness.results import append_csv
+from bench.train import BEST_LR, BUDGETS, FIELDS, RESULTS, train_seed, variant
+from bench.train_data import DataConfig, validation_set
+from bench.train_eval import as_number, coco_ground_truth, mean_sd
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # siblings when imported from tests
-    sys.path.insert(0, str(HERE))
-
-import torch  # noqa: E402
-
-import rspose_kernels as rk  # noqa: E402
-from run import append_csv, environment, package_version  # noqa: E402
-from train import BEST_LR, BUDGETS, FIELDS, RESULTS, train_seed, variant  # noqa: E402
-from train_data import DataConfig, validation_set  # noqa: E402
-from train_eval import as_number, coco_ground_truth, mean_sd  # noqa: E402
 
 LRS = (2e-3, 5e-3, 1e-2, 2e-2)
 TAUS = (0.0, 0.1, 0.3, 0.5, 0.7)
@@ -202,8 +201,10 @@ def summary(rows, metric="AP") -> str:
         d_best = _paired(rs, by_variant[best_base[mode]], metric) if mode in best_base \
             and k != best_base[mode] else []
         lines.append("| " + " | ".join([
-            k, mode, f"{as_number(lr):g}", str(len(rs)), mean_sd([as_number(r[metric]) for r in rs]),
-            mean_sd([as_number(r["PCK"]) for r in rs]), mean_sd([as_number(r["rho_kpt"]) for r in rs], 2),
+            k, mode, f"{as_number(lr):g}", str(len(rs)),
+            mean_sd([as_number(r[metric]) for r in rs]),
+            mean_sd([as_number(r["PCK"]) for r in rs]),
+            mean_sd([as_number(r["rho_kpt"]) for r in rs], 2),
             mean_sd([as_number(r["ms_step"]) for r in rs], 0),
             mean_sd(d_same) if d_same else "—", mean_sd(d_best) if d_best else "—"]) + " |")
     return "\n".join(lines)

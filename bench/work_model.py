@@ -1,5 +1,5 @@
-"""Expected GPU work per SPEC shape and regime: the pairwise CUDA kernels against the bucketed
-path (issue 13; SPEC §5b). Counts, not times: CPU only, from the inputs bench/run.py times.
+"""Expected GPU work per benchmark shape and regime: the pairwise CUDA kernels against the
+bucketed path (docs/DESIGN.md §5b). Counts, not times: CPU only, from the inputs bench.run times.
 
 Per row (n positives, ñ negatives left after pruning at min positive score − δ, L elements):
 
@@ -20,26 +20,21 @@ they are counted apart (``>cap``) and their pairwise pairs enter the bucketed si
 
     ratio = Σ n·(n + ñ)  /  (Σ_bucketed (n² + ñ·log2(2n)) + Σ_>cap n·(n + ñ))   (one pass)
 
-    python bench/work_model.py            # the SPEC sizes (~10 s on 2 cores)
-    python bench/work_model.py --quick    # bench/run.py's reduced CPU sizes
+    python3 -m bench.work_model            # the benchmark shapes (~10 s on 2 cores)
+    python3 -m bench.work_model --quick    # bench.run's reduced CPU sizes
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:   # bench/run.py, when imported from tests
-    sys.path.insert(0, str(HERE))
-
-import run  # noqa: E402  (make_case: the rows the losses rank, simcc rescaled to peak 1)
-from rspose_kernels.backends import cost_model  # noqa: E402
-from rspose_kernels.losses import DEFAULT_DELTA  # noqa: E402
-from rspose_kernels.testing import REGIMES, SHAPES  # noqa: E402
+from bench.cases import QUICK_SIZES, make_case
+from rspose_kernels.backends import cost_model, native
+from rspose_kernels.losses import DEFAULT_DELTA
+from rspose_kernels.testing import REGIMES, SHAPES
 
 # Bytes the bucketed kernels move (see the module docstring).
 NEG_BYTES = 4 + 4 + (4 + 8) + 8
@@ -49,17 +44,7 @@ BUCKET_BYTES = 12 + 16
 def np_cap(length: int) -> int:
     """The most positives a float32 row may have for the CUDA bucketed path (its sort in
     shared memory); rows above stay pairwise. The kernel's own bound, through _C."""
-    return cost_model.cuda_max_positives(length, torch.float32)
-
-
-def row_counts(scores: torch.Tensor, labels: torch.Tensor, pos_thr: float,
-               delta: float = DEFAULT_DELTA):
-    """Per row (int64 [M]): n positives, and ñ negatives not below min positive score − δ
-    (what the kernels' pruning keeps; a NaN is never pruned)."""
-    pos = labels > pos_thr
-    inf = torch.full((), math.inf, dtype=scores.dtype, device=scores.device)
-    smin = torch.where(pos, scores, inf).amin(1, keepdim=True)
-    return pos.sum(1), (~pos & ~(scores < smin - delta)).sum(1)
+    return native.cuda_max_positives(length, torch.float32)
 
 
 def work(n: torch.Tensor, nn: torch.Tensor, length: int) -> dict:
@@ -95,12 +80,12 @@ def ratio(w: dict) -> float:
 
 
 def case_work(shape: str, regime: str, batch=None, keypoints=None) -> dict:
-    """``work`` summed over every row group of a bench/run.py case (simcc: x and y rows)."""
-    case = run.make_case(shape, regime, batch, keypoints)
+    """``work`` summed over every row group of a bench.run case (simcc: x and y rows)."""
+    case = make_case(shape, regime, batch, keypoints)
     total = {}
     for scores, labels in case.groups:
-        for key, value in work(*row_counts(scores, labels, case.pos_thr),
-                               labels.shape[1]).items():
+        counts = cost_model.row_counts(scores, labels, DEFAULT_DELTA, case.pos_thr)
+        for key, value in work(counts.n, counts.nn, labels.shape[1]).items():
             total[key] = total.get(key, 0) + value
     total.update(shape=shape, regime=regime, batch=case.batch, keypoints=case.keypoints)
     return total
@@ -142,19 +127,20 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--quick", action="store_true",
-                    help="bench/run.py's reduced CPU sizes (first b items, k keypoints)")
+                    help="bench.run's reduced CPU sizes (first b items, k keypoints)")
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of %(default)s")
     ap.add_argument("--regimes", default=",".join(REGIMES), help="comma list of %(default)s")
     a = ap.parse_args(argv)
     works = []
     for shape in (s for s in a.shapes.split(",") if s):
         if shape not in SHAPES:
-            raise SystemExit(f"--shapes: unknown shape {shape!r}; expected some of {list(SHAPES)}")
+            raise SystemExit(f"--shapes: unknown shape {shape!r}; expected some of "
+                             f"{list(SHAPES)}")
         for regime in (r for r in a.regimes.split(",") if r):
             if regime not in REGIMES:
                 raise SystemExit(f"--regimes: unknown regime {regime!r}; expected some of "
                                  f"{REGIMES}")
-            works.append(case_work(shape, regime, *(run.QUICK_SIZES[shape] if a.quick
+            works.append(case_work(shape, regime, *(QUICK_SIZES[shape] if a.quick
                                                     else (None, None))))
     print("\n".join(format_rows(works)))
     print(f"# δ = {DEFAULT_DELTA}; pairs A/B: pairwise pass A/B, n·(n+ñ) each; sorted, cmp-exch: "

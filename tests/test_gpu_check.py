@@ -1,18 +1,17 @@
 """bench/gpu_check.sh without a GPU: every step reports itself unavailable, with the reason,
 the script exits 0 and writes its one summary file to $OUT. (Nothing heavy runs: without a GPU
 the script builds, tests and benchmarks nothing.)"""
-import importlib.util
 import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from rspose_kernels.backends import cost_model
+from bench import cuda_sweep as sweep
+from rspose_kernels.backends import cost_model, native, torch_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("env build backends test_cuda test_triton test_other memcheck racecheck sweep "
@@ -52,22 +51,9 @@ def test_without_a_gpu_every_step_is_unavailable(tmp_path):
 # Its timing needs a GPU; the rest (arguments, the host-side row counts, the per-call marking
 # and the summary lines the next GPU session reads) runs here on CPU tensors.
 
-def _load(name):
-    bench = str(ROOT / "bench")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    spec = importlib.util.spec_from_file_location(f"rspose_bench_{name}",
-                                                  ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sweep = _load("cuda_sweep")
-# Before the cuda constants exist (and independent of their values) the counts are checked
-# against a model with the formula's every term non-zero.
-COST = cost_model.COSTS["torch"]
+# Independent of the cuda constants' values, the counts are checked against a model with the
+# formula's every term non-zero.
+COST = torch_backend.COST
 
 
 def _rows():
@@ -92,9 +78,9 @@ def _rows():
 
 def test_sweep_row_counts_on_cpu():
     s, y, n, nn = _rows()
-    got_n, got_nn = sweep.work_model.row_counts(s, y, 0.0, 0.5)
-    assert got_n.tolist() == n.tolist() and got_nn.tolist() == nn.tolist()
-    assert sweep.work_model.np_cap(300) == 64      # max(64, L/8), the kernel's own (via _C)
+    counts = cost_model.row_counts(s, y, 0.5, 0.0)
+    assert counts.n.tolist() == n.tolist() and counts.nn.tolist() == nn.tolist()
+    assert native.cuda_max_positives(300, torch.float32) == 64   # max(64, L/8), via _C
     assert sweep.bucketed_rows(s, y, 0.0, "pairwise") == 0
     # forced: every non-empty row whose positives fit and whose scores are finite (0, 2, 5)
     assert sweep.bucketed_rows(s, y, 0.0, "bucketed") == 3

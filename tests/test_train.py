@@ -1,21 +1,15 @@
 """bench/train.py: the data generator, the COCO evaluator wrapper and a smoke run of every loss."""
 import csv
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import train  # noqa: E402
-import train_data as td  # noqa: E402
-import train_eval as te  # noqa: E402
-from train_losses import LOSSES  # noqa: E402
-from train_models import build_model  # noqa: E402
+from bench import train
+from bench import train_data as td
+from bench import train_eval as te
+from bench.train_losses import LOSSES
+from bench.train_models import build_model
 
 CFG = td.DataConfig()
 
@@ -162,7 +156,7 @@ def test_smoke_run_writes_rows(tmp_path, capsys):
 
 def test_loss_variants_build_what_they_say():
     import rspose_kernels as rk
-    from train_losses import build
+    from bench.train_losses import build
     assert build("mse") is LOSSES["mse"]
     with pytest.raises(ValueError, match="mse"):
         build("mse", pos_thr=0.5)
@@ -180,7 +174,7 @@ def test_loss_variants_build_what_they_say():
 def test_keypoint_scope_ranks_each_keypoint_type_over_the_batch():
     """scope='keypoint': one row of B·H·W pixels per keypoint; weight-0 heatmaps leave it."""
     import rspose_kernels as rk
-    from train_losses import build
+    from bench.train_losses import build
     b = td.make_batch(2, 0, 3)
     target, weight = td.heatmap_targets(b["keypoints"], b["visible"], CFG)
     weight[1, 4] = 0.0
@@ -198,7 +192,7 @@ def test_keypoint_scope_ranks_each_keypoint_type_over_the_batch():
 
 
 def test_sweep_summary_pairs_by_seed():
-    import train_sweep as ts
+    from bench import train_sweep as ts
     rows = []
     for seed, (mse, rs) in enumerate([(0.70, 0.72), (0.60, 0.65), (0.80, 0.79)]):
         for loss, key, lr, ap in (("mse", "mse@0.01", 0.01, mse),

@@ -1,21 +1,15 @@
 """bench/train_scenes.py and bench/train_protocols.py: the scenes, the crop geometry, mmpose's
 rescoring and OKS-NMS, and the candidate-box protocol end to end."""
 import csv
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import train_data as td  # noqa: E402
-import train_protocols as tp  # noqa: E402
-import train_scenes as ts  # noqa: E402
-from train_models import build_model  # noqa: E402
+from bench import train_data as td
+from bench import train_protocols as tp
+from bench import train_scenes as ts
+from bench.train_models import build_model
 
 CFG = td.DataConfig()
 
@@ -224,8 +218,7 @@ def test_cli_writes_rows_for_both_protocols(tmp_path, capsys):
                     "--val-size", "8", "--csv", str(out), "--variants", "mse@0.01,kl@0.01"]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    import train
-    import train_eval
+    from bench import train, train_eval
     assert set(rows[0]) == set(train.FIELDS)
     protocols = {"gt", "candidates-thr0.2", "candidates-nothr", "candidates-oracle-thr0.2",
                  "candidates-oracle-nothr"}
@@ -239,5 +232,5 @@ def test_cli_writes_rows_for_both_protocols(tmp_path, capsys):
 
 
 def tp_budget():
-    from train_sweep import stage_budget
+    from bench.train_sweep import stage_budget
     return stage_budget("lr", quick=False)

@@ -1,0 +1,1 @@
+"""Shared benchmark machinery: timing, peak memory, provenance, result rows and progress."""
