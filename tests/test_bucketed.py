@@ -1,22 +1,31 @@
-"""The bucketed algorithm (SPEC §5b, docs/MATH.md) against the pairwise torch reference, on
-the `cpu` backend (csrc/cpu/rank_sort_bucketed_cpu.h) and the `torch` backend
-(backends/torch_bucketed.py), and the `algorithm=` switch with its per-row cost model.
+"""The bucketed algorithm (docs/DESIGN.md §5b, docs/MATH.md) on the `cpu` backend
+(csrc/cpu/rank_sort_bucketed_cpu.h) and the `torch` backend (backends/torch_bucketed.py):
+what the contract suite (test_backend_contract.py, every backend and algorithm) does not
+cover: float64 agreement to rounding, capacity, the rows that must stay pairwise, thread
+counts, the `algorithm=` switch and its per-row cost model.
 
 Both twins accumulate in float64, so on float64 inputs they agree with the reference to
-rounding (~1e-15 measured; asserted at 1e-12, far inside the 1e-9 of SPEC §4's float64 row);
-float32 inputs use SPEC §4's tolerances, the reference summing in float32.
+rounding (~1e-15 measured; asserted at 1e-12, far inside the 1e-9 of the float64 row of
+docs/DESIGN.md §4); float32 inputs use §4's tolerances, the reference summing in float32.
 """
 import functools
-import math
 
 import pytest
 import torch
 
 import rspose_kernels as rk
-from parity import MODE_DELTAS, MODES, against_reference, assert_parity, pairwise_only, require
 from rspose_kernels import dispatch
 from rspose_kernels.backends import cost_model, torch_backend, torch_bucketed, torch_pairwise
 from rspose_kernels.testing import DELTAS, ROW_CASES, heatmap_case, random_rows, row_case
+from tests.reference.cases import non_finite_rows
+from tests.reference.parity import (
+    MODE_DELTAS,
+    MODES,
+    against_reference,
+    assert_parity,
+    pairwise_only,
+    require,
+)
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
                  "rspose_kernels._C is not built (pip install -e . with cmake, ninja, pybind11)")
@@ -54,14 +63,19 @@ def test_float64_matches_reference(ties, delta, mode, backend):
     assert_parity(got, want, torch.float64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode,delta", MODE_DELTAS)
 @pytest.mark.parametrize("case", sorted(ROW_CASES))
-def test_row_cases_float32(case, delta, mode, backend):
-    # empty and all-positive rows, L = 1, no rows, sparse long rows, ties
+def test_torch_twin_alone_on_every_row(case, delta, mode):
+    # torch_bucketed on every row, those its plan would send pairwise included (empty and
+    # all-positive rows, L = 1, no rows, sparse long rows, ties); the torch record, which
+    # splits the rows, is in test_backend_contract.py.
     scores, labels = row_case(case, seed=4)
-    assert_parity(*against_reference(TWINS[backend], scores, labels, delta, mode[1]),
-                  torch.float32)
+    assert_parity(*against_reference(torch_bucketed.rank_sort_rows, scores, labels, delta,
+                                     mode[1]), torch.float32)
+    for pos_thr in (0.0, 0.4):
+        got, want = against_reference(torch_bucketed.rank_sort_rows, scores, labels, delta,
+                                      mode[1], pos_thr=pos_thr, need_grad=False)
+        assert_parity(got, want, torch.float32, need_grad=False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -75,16 +89,6 @@ def test_heatmaps_partly_pruned(regime, mode, backend):
     assert_parity(got, want, torch.float32)
     got64, want64 = against_reference(TWINS[backend], scores.double(), labels, 1.0, mode[1])
     tight(got64, want64)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
-def test_without_gradient_and_thresholds(mode, backend):
-    scores, labels = random_rows(5, 64, seed=6, pos_frac=0.5, empty_rows=1)
-    for pos_thr in (0.0, 0.4):
-        got, want = against_reference(TWINS[backend], scores, labels, 0.5, mode[1],
-                                      pos_thr=pos_thr, need_grad=False)
-        assert_parity(got, want, torch.float32, need_grad=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,27 +113,12 @@ def test_one_positive_and_5000_positives(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_non_finite_scores(backend):
-    # NaN gives NaN losses like the pairwise path; these rows go pairwise under "bucketed"
-    # too. A -inf score that pruning removes (masked pixels) does not stop the bucketed path.
-    scores, labels = random_rows(5, 40, seed=8, pos_frac=0.3)
-    scores[1, 7] = math.nan
-    labels[2, 3] = 0.7
-    scores[2, 3] = math.nan                    # a NaN positive
-    labels[3, 0] = 0.0
-    scores[3, 0] = -math.inf                   # a pruned -inf negative
-    scores[4, 5] = math.inf                    # +inf: above every positive
-    fn = (lambda *a: native.rank_sort_rows(*a, algorithm="bucketed")) if backend == "cpu" \
-        else (lambda *a: torch_backend.rank_sort_rows(*a, algorithm="bucketed"))
-    got = fn(scores, labels, 0.5, 0.0, False, True)
-    want = torch_pairwise.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
-    loss = got[0] + got[1]
-    assert torch.isnan(loss[1]) and torch.isnan(loss[2])
-    keep = [0, 3, 4]
-    assert torch.isfinite(loss[keep]).all()
-    assert_parity([v[keep] for v in got[:3]] + [got[3][keep]],
-                  [v[keep] for v in want[:3]] + [want[3][keep]], torch.float32)
-    plan = torch_backend.bucketed_plan(scores, labels, 0.5, 0.0, "bucketed")
+def test_non_finite_rows_go_pairwise(backend):
+    # A NaN (negative or positive) or a +inf that pruning keeps sends a row pairwise under
+    # "bucketed" too; a -inf that pruning removes (masked pixels) does not. (Their NaN and
+    # finite losses on every backend and algorithm: test_backend_contract.py.)
+    scores, labels = non_finite_rows()
+    plan = dispatch.backend_record(backend).bucketed_plan(scores, labels, 0.5, 0.0, "bucketed")
     assert plan.tolist() == [True, False, False, True, False]
 
 
@@ -321,19 +310,6 @@ def test_available_algorithms_and_errors(monkeypatch):
         torch.testing.assert_close(out.loss, ref.loss, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_opcheck_with_algorithm(backend):
-    s, y = random_rows(4, 23, seed=16, pos_frac=0.4, empty_rows=1)
-    for algorithm in ("bucketed", "auto"):
-        samples = [
-            (s.clone().requires_grad_(True), y, 0.5, 0.0, False, True, backend, algorithm),
-            (s.clone(), y, 0.0, 0.0, False, False, backend, algorithm),
-            (s.clone().requires_grad_(True), y, 0.25, 0.0, True, True, backend, algorithm),
-        ]
-        for args in samples:
-            torch.library.opcheck(OP, args)
-
-
 # --- the cost model ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["cpu", "cuda"])
@@ -352,9 +328,10 @@ def test_cost_model_is_the_same_in_cpp_and_python(backend):
 
 
 def test_cuda_cost_model_sends_init_rows_bucketed_and_trained_rows_pairwise():
-    # What the CUDA defaults do at the SPEC shapes (unmeasured constants, cost_model.py): the
-    # init regime's rows (ñ ≫ n) bucketed, a trained row (ñ ≈ 0, all n² positive pairs left
-    # in both paths) pairwise. n, ñ of the SPEC rows: 13×13 / 25×25 / 49×49 Gaussian windows.
+    # What the CUDA defaults do at the benchmark shapes (unmeasured constants, native.py):
+    # the init regime's rows (ñ ≫ n) bucketed, a trained row (ñ ≈ 0, all n² positive pairs
+    # left in both paths) pairwise. n, ñ of those rows: 13×13 / 25×25 / 49×49 Gaussian
+    # windows.
     cost = native.CUDA_COST
     n = torch.tensor([169, 625, 2401, 37, 169, 2401])
     nn = torch.tensor([3072 - 169, 12288 - 625, 49152 - 2401, 384 - 37, 0, 3])

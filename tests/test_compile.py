@@ -1,12 +1,12 @@
-"""torch.library registration and torch.compile (SPEC §7), on every backend available here."""
+"""torch.compile through the custom op (docs/DESIGN.md §7), on every backend available here
+(torch.library.opcheck of the op on every backend: test_backend_contract.py)."""
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import rspose_kernels as rk
 from rspose_kernels.testing import heatmap_case, random_rows, simcc_case
-
-from conftest import DEVICES
+from tests.reference.parity import DEVICES
 
 OP = torch.ops.rspose_kernels.rank_sort_rows
 
@@ -15,19 +15,6 @@ def backends(device):
     return rk.available_backends(device)
 
 
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    for name in backends(device):
-        s, y = random_rows(4, 21, seed=20, pos_frac=0.3, empty_rows=1, device=device)
-        samples = [
-            (s.clone().requires_grad_(True), y, 0.5, 0.0, False, True, name),
-            (s.clone(), y, 0.0, 0.0, False, False, name),
-            (s.clone().requires_grad_(True), y, 0.25, 0.0, True, True, name),
-        ]
-        for args in samples:
-            torch.library.opcheck(OP, args)
 
 
 def _spatial(backend):
@@ -94,18 +81,32 @@ def test_no_graph_break_public_functions(fn):
     assert explain.graph_break_count == 0, explain.break_reasons
 
 
-def test_dynamic_batch_compiles_once():
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(lambda h, t, w: rk.spatial_rs_loss(h, t, w).loss,
-                             dynamic=True, fullgraph=True, backend=counter)
+def _frames_over_two_batch_sizes(compiled, eager, counter, seed, msg=None):
+    """``compiled`` on heatmap batches of 2 and 5, each eager-equal in loss and gradient;
+    the counter's frame count after each."""
     frames = []
     for b in (2, 5):
-        h, t, w = heatmap_case(b, 3, 8, 6, 1.0, seed=24)
+        h, t, w = heatmap_case(b, 3, 8, 6, 1.0, seed=seed)
         h.requires_grad_(True)
         loss = compiled(h, t, w)
         loss.backward()
-        torch.testing.assert_close(loss, rk.spatial_rs_loss(h, t, w).loss)
+        h2 = h.detach().clone().requires_grad_(True)
+        want = eager(h2, t, w)
+        want.backward()
+        torch.testing.assert_close(loss, want, msg=msg)
+        torch.testing.assert_close(h.grad, h2.grad, msg=msg)
         frames.append(counter.frame_count)
+    return frames
+
+
+def test_dynamic_batch_compiles_once():
+    counter = CompileCounterWithBackend("aot_eager")
+
+    def step(h, t, w):
+        return rk.spatial_rs_loss(h, t, w).loss
+
+    compiled = torch.compile(step, dynamic=True, fullgraph=True, backend=counter)
+    frames = _frames_over_two_batch_sizes(compiled, step, counter, seed=24)
     # The second batch size reuses the first compilation; the one non-empty graph holds the
     # whole loss (dynamo may also record an empty frame for the constant backend lookup).
     assert frames[1] == frames[0]
@@ -159,16 +160,5 @@ def test_algorithm_is_a_compile_constant(algorithm):
         torch._dynamo.reset()
         counter = CompileCounterWithBackend("aot_eager")
         compiled = torch.compile(step, dynamic=True, fullgraph=True, backend=counter)
-        frames = []
-        for b in (2, 5):
-            h, t, w = heatmap_case(b, 3, 8, 6, 1.0, seed=28)
-            h.requires_grad_(True)
-            loss = compiled(h, t, w)
-            loss.backward()
-            g = h.grad
-            h2 = h.detach().clone().requires_grad_(True)
-            step(h2, t, w).backward()
-            torch.testing.assert_close(loss, step(h, t, w), msg=name)
-            torch.testing.assert_close(g, h2.grad, msg=name)
-            frames.append(counter.frame_count)
+        frames = _frames_over_two_batch_sizes(compiled, step, counter, seed=28, msg=name)
         assert frames[1] == frames[0], name

@@ -1,5 +1,5 @@
-"""The native backends (`cpu`: csrc/cpu, `cuda`: csrc/cuda, through rspose_kernels._C) against
-the torch reference (same contract, rspose_kernels.backends).
+"""What is specific to the native backends (`cpu`: csrc/cpu, `cuda`: csrc/cuda, through
+rspose_kernels._C); the contract every backend keeps is tested by test_backend_contract.py.
 
 Everything skips when ``_C`` was not built; the "cuda" parametrisations skip without a GPU or
 without CUDA compiled into ``_C``. The shapes include lengths and positive counts on both
@@ -7,18 +7,21 @@ sides of every kernel block size (CPU: 64 positives / 256 elements per item; CUD
 positives per pass-A CTA, 256-element tiles, 1024 elements per pass-B CTA, 256-positive
 tiles), so ragged last blocks and multi-block rows run on CPU and GPU alike.
 """
-import math
 
 import pytest
 import torch
 
 import rspose_kernels as rk
-from rspose_kernels.backends import torch_pairwise
-from rspose_kernels.backends import accumulation_dtype
-from parity import (MODE_DELTAS, MODES, against_reference, assert_parity, device_params,
-                    require)
+from rspose_kernels.backends import accumulation_dtype, torch_pairwise
 from rspose_kernels.dispatch import resolve_backend
-from rspose_kernels.testing import ROW_CASES, heatmap_case, random_rows, row_case, shape_case
+from rspose_kernels.testing import heatmap_case, random_rows, shape_case
+from tests.reference.parity import (
+    MODES,
+    against_reference,
+    assert_parity,
+    device_params,
+    require,
+)
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
                  "rspose_kernels._C is not built (pip install -e . with cmake, ninja, pybind11)")
@@ -35,17 +38,11 @@ def both(scores, labels, delta, exact, **kw):
 # --- parity with the torch reference ----------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode,delta", MODE_DELTAS)
-@pytest.mark.parametrize("case", sorted(ROW_CASES))
-def test_row_cases_match_torch(case, delta, mode, device):
-    scores, labels = row_case(case, seed=3, device=device)
-    assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_dtypes_match_torch(dtype, mode, device):
+def test_dtypes_across_blocks_match_torch(dtype, mode, device):
+    # Every dtype on rows longer than a CPU item (256 elements) with ~90 positives (more
+    # than a 64-positive block); small rows of every backend: test_backend_contract.py.
     scores, labels = random_rows(7, 301, seed=5, pos_frac=0.3, ties=True, empty_rows=1,
                                  all_pos_rows=1, dtype=dtype, device=device)
     assert_parity(*both(scores, labels, 0.5, mode[1]), dtype)
@@ -74,15 +71,6 @@ def test_heatmaps_match_torch(regime, mode, device):
         assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("pos_thr", [-0.5, 0.3, 0.999])
-def test_positive_threshold_matches_torch(pos_thr, device):
-    # -0.5: every element is a positive, zero labels included; 0.999: few or none.
-    scores, labels = random_rows(5, 70, seed=8, pos_frac=0.6, device=device)
-    for exact in (False, True):
-        assert_parity(*both(scores, labels, 0.5, exact, pos_thr=pos_thr), torch.float32)
-
-
 class _KernelSpy:
     """Stands in for ``_C``: records the arguments of each kernel entry point, then runs it."""
 
@@ -109,11 +97,12 @@ def test_without_gradient(mode, device, monkeypatch):
     got, want = both(scores, labels, 0.5, mode[1], need_grad=False)
     assert_parity(got, want, torch.float32, need_grad=False)
     # The kernel was told to skip pass B and had no gradient buffer it could write to
-    # (argument 8: need_grad, 12: the gradient's pointer; see backends/native.py).
-    ((name, args),) = spy.calls
-    assert name == f"rank_sort_{device}" and args[8] is False and args[12] == 0
+    # (the call's _C.RankSortParams: need_grad and the gradient's pointer).
+    ((name, (params,)),) = spy.calls
+    assert name == f"rank_sort_{device}" and params.need_grad is False and params.grad == 0
     both(scores, labels, 0.5, mode[1], need_grad=True)
-    assert spy.calls[1][1][8] is True and spy.calls[1][1][12] != 0
+    params = spy.calls[1][1][0]
+    assert params.need_grad is True and params.grad != 0
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -123,34 +112,6 @@ def test_large_scores_and_wide_delta(device):
     for delta in (0.5, 1e4):
         for exact in (False, True):
             assert_parity(*both(scores, labels, delta, exact), torch.float32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_nan_scores_give_nan_losses(device):
-    scores, labels = random_rows(4, 50, seed=11, pos_frac=0.3, device=device)
-    scores[1, 7] = math.nan
-    labels[2, 3] = 0.7
-    scores[2, 3] = math.nan  # a NaN positive
-    rank, sort, npos, grad = native.rank_sort_rows(scores, labels, 0.5, 0.0, False, True)
-    loss = (rank + sort).cpu()
-    assert torch.isnan(loss[1]) and torch.isnan(loss[2])
-    assert torch.isfinite(loss[[0, 3]]).all()
-    want = torch_pairwise.rank_sort_rows(scores.cpu(), labels.cpu(), 0.5, 0.0, False, True)
-    torch.testing.assert_close(loss[[0, 3]].double(), (want[0] + want[1])[[0, 3]].double(),
-                               rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grad[[0, 3]].cpu(), want[3][[0, 3]], rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_no_rows_and_empty_rows(device):
-    scores = torch.randn(0, 5, device=device)
-    rank, sort, npos, grad = native.rank_sort_rows(scores, torch.zeros_like(scores), 0.5, 0.0,
-                                                   False, True)
-    assert rank.shape == sort.shape == npos.shape == (0,) and grad.shape == (0, 5)
-    scores = torch.randn(3, 40, device=device)
-    rank, sort, npos, grad = native.rank_sort_rows(scores, torch.zeros_like(scores), 0.5, 0.0,
-                                                   True, True)
-    assert not rank.any() and not sort.any() and not npos.any() and not grad.any()
 
 
 # --- through the public API ---------------------------------------------------------------
@@ -198,7 +159,9 @@ def _big_case(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES, ids=[m for m, _ in MODES])
-def test_bitwise_deterministic(mode, device):
+def test_bitwise_deterministic_when_the_work_splits(mode, device):
+    # (Small reruns of every backend: test_backend_contract.py.) Here the work of each row
+    # splits over many items / CTAs.
     scores, labels = _big_case(device)
     first = native.rank_sort_rows(scores, labels, 0.5, 0.0, mode[1], True)
     for _ in range(3):

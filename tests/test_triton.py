@@ -1,4 +1,6 @@
-"""The triton backend against the torch reference (same contract, rspose_kernels.backends).
+"""What is specific to the triton backend (tiles, ``Blocks`` overrides, strided programs,
+launches, pruning, availability); the contract every backend keeps is tested by
+test_backend_contract.py.
 
 On CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set by conftest.py);
 cases stay small because it is slow. Some tests shrink the tiles so that several tiles per
@@ -11,9 +13,18 @@ import math
 import pytest
 import torch
 
-from parity import MODE_DELTAS, against_reference, assert_parity, device_params, require
-from rspose_kernels.testing import (ROW_CASES, SHAPES, heatmap_case, random_rows, row_case,
-                                    shape_case)
+from rspose_kernels.testing import (
+    SHAPES,
+    heatmap_case,
+    random_rows,
+    shape_case,
+)
+from tests.reference.parity import (
+    against_reference,
+    assert_parity,
+    device_params,
+    require,
+)
 
 tk = require("rspose_kernels.backends.triton_backend", "RSPOSE_REQUIRE_TRITON",
              "triton is not installed")
@@ -30,36 +41,12 @@ def both(scores, labels, delta, exact, **kw):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode,delta", MODE_DELTAS)
-@pytest.mark.parametrize("case", sorted(ROW_CASES))
-def test_row_cases_match_torch(case, delta, mode, device):
-    scores, labels = row_case(case, seed=3, device=device)
-    assert_parity(*both(scores, labels, delta, mode[1]), torch.float32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("delta,exact", [(0.0, False), (0.5, False), (0.25, True), (1.0, True)])
 def test_tiny_tiles_match_torch(delta, exact, device):
     # 45 = 5 compaction tiles + 13, ties for x = 0 and equal labels, an empty and a full row.
     scores, labels = random_rows(5, 45, seed=4, ties=True, pos_frac=0.4, empty_rows=1,
                                  all_pos_rows=1, device=device)
     assert_parity(*both(scores, labels, delta, exact, blocks=TINY), torch.float32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("exact", [False, True])
-def test_positive_threshold(exact, device):
-    # SimCC's τ = exp(-4.5): low-quality labels count as negatives.
-    scores, labels = random_rows(4, 33, seed=5, pos_frac=0.6, device=device)
-    assert_parity(*both(scores, labels, 0.5, exact, pos_thr=math.exp(-4.5) * 30), torch.float32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("exact", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_dtypes(dtype, exact, device):
-    scores, labels = random_rows(4, 41, seed=6, empty_rows=1, dtype=dtype, device=device)
-    assert_parity(*both(scores, labels, 0.5, exact), dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -73,16 +60,6 @@ def test_bitwise_deterministic(device):
                                        blocks=dataclasses.replace(TINY, programs=5))
         for a, b, c in zip(first, again, other_grid):
             assert torch.equal(a, b) and torch.equal(a, c)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_forward_same_in_every_mode(device):
-    scores, labels = random_rows(5, 37, seed=8, device=device)
-    fwd = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, False)
-    assert fwd[3].numel() == 0
-    for exact in (False, True):
-        out = tk.rank_sort_rows(scores, labels, 0.5, 0.0, exact, True)
-        assert torch.equal(out[0], fwd[0]) and torch.equal(out[1], fwd[1])
 
 
 class _LaunchSpy:
@@ -141,38 +118,6 @@ def test_pruning_is_exact(exact, device):
         assert_parity(*both(scores[:2], labels[:2], 0.5, exact, blocks=TINY), torch.float32)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_nan_scores_give_nan_losses(device):
-    scores, labels = random_rows(4, 30, seed=11, device=device)
-    neg = (labels[1] == 0).nonzero()[0, 0]
-    pos = (labels[2] > 0).nonzero()[0, 0]
-    scores[1, neg] = float("nan")      # a negative: rank becomes NaN
-    scores[2, pos] = float("nan")      # a positive: both become NaN
-    for delta in (0.0, 0.5):
-        got, want = both(scores, labels, delta, False)
-        loss, want_loss = got[0] + got[1], want[0] + want[1]
-        assert torch.equal(torch.isnan(loss), torch.isnan(want_loss))
-        assert torch.isnan(loss[1:3]).all() and not torch.isnan(loss[[0, 3]]).any()
-        # sort_row does not involve negatives: a NaN negative leaves it finite, in both.
-        assert torch.isnan(got[0][1]) and not torch.isnan(got[1][1]) and torch.isnan(got[1][2])
-        for g, w in zip(got[:2], want[:2]):
-            assert torch.equal(torch.isnan(g), torch.isnan(w))
-        clean = [0, 3]
-        assert_parity([t[clean] for t in got], [t[clean] for t in want], torch.float32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_degenerate_shapes(device):
-    for m, l in ((0, 9), (3, 0), (4, 1)):
-        scores, labels = random_rows(m, l, seed=12, pos_frac=0.5, device=device)
-        for exact in (False, True):
-            assert_parity(*both(scores, labels, 0.5, exact), torch.float32)
-    empty = torch.zeros(3, 20, device=device)
-    rank, sort, npos, grad = tk.rank_sort_rows(torch.randn(3, 20, device=device), empty,
-                                               0.5, 0.0, False, True)
-    assert not rank.any() and not sort.any() and not npos.any() and not grad.any()
-
-
 def test_exact_needs_positive_delta():
     scores, labels = random_rows(2, 5)
     with pytest.raises(ValueError, match="delta"):
@@ -201,8 +146,8 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or tk._INTERPRETED,
 @pytest.mark.cuda
 @pytest.mark.parametrize("regime", ["init", "trained"])
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_spec_shapes_match_torch(shape, regime):
-    # A slice of each SPEC §8 shape through the default tiles.
+def test_benchmark_shapes_match_torch(shape, regime):
+    # A slice of each benchmark shape (docs/DESIGN.md §8) through the default tiles.
     pred, target, _ = shape_case(shape, regime=regime, seed=13, device="cuda")
     if shape == "simcc":
         rows = [(p.flatten(0, 1)[:96], t.flatten(0, 1)[:96], math.exp(-4.5))

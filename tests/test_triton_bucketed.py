@@ -69,16 +69,6 @@ def test_bucketed_matches_torch(delta, exact, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("delta,exact", [(0.0, False), (0.5, True)])
-def test_forward_and_default_tiles(delta, exact, device):
-    scores, labels = (t[:5] for t in _rows(device))    # (the NaN row: see _check)
-    for need_grad in (False, True):
-        got, want = against_reference(tk.rank_sort_rows, scores, labels, delta, exact,
-                                      need_grad=need_grad, algorithm="bucketed")
-        assert_parity(got, want, torch.float32, need_grad=need_grad)
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_scores(dtype, device):
     # Row 0 all positive and within the capacity (max_positives(60) = 60): no negatives.
