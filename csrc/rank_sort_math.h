@@ -151,6 +151,25 @@ RS_HD ExactCoef<T> finish_exact(const SumsA<T>& a, const SumsA<T>& d) {
   return c;
 }
 
+// The pass-B coefficients of a positive in the order every kernel stores them: identity
+// (r, q, self), exact (dF, dA, dC, dT, dD, self).
+template <typename T, typename U>
+RS_HD void store_coef(const IdentityCoef<T>& e, U* c) {
+  c[0] = e.r;
+  c[1] = e.q;
+  c[2] = e.self;
+}
+
+template <typename T, typename U>
+RS_HD void store_coef(const ExactCoef<T>& e, U* c) {
+  c[0] = e.dF;
+  c[1] = e.dA;
+  c[2] = e.dC;
+  c[3] = e.dT;
+  c[4] = e.dD;
+  c[5] = e.self;
+}
+
 // Pass B, identity mode: the coefficient multiplying H(x_ij) in element j's gradient for
 // positive i. Negatives take r_i from every positive; a positive j takes q_i from the
 // positives of strictly higher quality. Multiply-free select, as in accumulate_a.

@@ -212,12 +212,12 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
           const ExactCoef<double> e = finish_exact(a, SumsA<double>{Fd, Td, Zd, Cd, Dd});
           sum_lr += e.lr;
           sum_es += e.es;
-          c[0] = e.dF; c[1] = e.dA; c[2] = e.dC; c[3] = e.dT; c[4] = e.dD; c[5] = e.self;
+          store_coef(e, c);
         } else {
           const IdentityCoef<double> e = finish_identity(a);
           sum_lr += e.lr;
           sum_es += e.es;
-          c[0] = e.r; c[1] = e.q; c[2] = e.self;
+          store_coef(e, c);
         }
       }
       for (int32_t t = g0; t < g1; ++t) {

@@ -114,9 +114,13 @@ struct Workspace {
 template <bool EXACT>
 struct NCoef;
 template <>
-struct NCoef<false> { static constexpr int K = 3; };  // r, q, self
+struct NCoef<false> {
+  static constexpr int K = 3;  // r, q, self
+};
 template <>
-struct NCoef<true> { static constexpr int K = 6; };   // dF, dA, dC, dT, dD, self
+struct NCoef<true> {
+  static constexpr int K = 6;  // dF, dA, dC, dT, dD, self
+};
 
 // Hot loops are compiled for several x86-64 levels (AVX-512, AVX2, baseline) and picked at
 // load time by the ifunc resolver. The clones see the same source, and no sum is split
@@ -229,12 +233,12 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
       const ExactCoef<T> e = finish_exact(a, d);
       lr[i] = e.lr;
       es[i] = e.es;
-      if (c) { c[0] = e.dF; c[1] = e.dA; c[2] = e.dC; c[3] = e.dT; c[4] = e.dD; c[5] = e.self; }
+      if (c) store_coef(e, c);
     } else {
       const IdentityCoef<T> e = finish_identity(a);
       lr[i] = e.lr;
       es[i] = e.es;
-      if (c) { c[0] = e.r; c[1] = e.q; c[2] = e.self; }
+      if (c) store_coef(e, c);
     }
   }
 }

@@ -1,8 +1,8 @@
 #pragma once
 // The bucketed algorithm on the GPU (docs/DESIGN.md §5b, docs/MATH.md "The bucketed
 // algorithm"): the twin of the pairwise negative sweeps of rank_sort_kernels.cuh, with the
-// arithmetic of csrc/rank_sort_bucketed_math.h (shared with the CPU kernel). Include after
-// rank_sort_kernels.cuh; the launch sequence is in rank_sort_launch.cuh.
+// arithmetic of csrc/rank_sort_bucketed_math.h (shared with the CPU kernel); the launch
+// sequence is in rank_sort_launch.cuh.
 //
 // A row goes bucketed when compact_kernel chooses it (on the device, from its counts and the
 // cost model: no host sync). For such a row only the positive-negative terms change:
@@ -36,6 +36,7 @@
 #include <cstdint>
 
 #include "../rank_sort_bucketed_math.h"
+#include "rank_sort_kernels.cuh"  // kThreads, ModeTraits, sort_max, ...
 
 namespace rspose {
 namespace cuda_detail {
@@ -296,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 bucket_coef_kernel(int64_t M, int64_t L, double inv2d, bool hard,
                    const int32_t* __restrict__ npos, const A* __restrict__ key,
                    const A* __restrict__ coef, BucketWs<A> b) {
-  constexpr int K = ModeTraits<EXACT ? kExact : kSmooth>::k;  // planes: K + 1 per positive
+  constexpr int K = ModeTraits<(EXACT ? kExact : kSmooth)>::k;  // planes: K + 1 per positive
   __shared__ double t0[kThreads];
   __shared__ double t1[kThreads];
   const int tid = threadIdx.x;

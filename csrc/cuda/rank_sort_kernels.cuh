@@ -137,40 +137,44 @@ inline Layout make_layout(int64_t M, int64_t L, size_t acc_bytes, bool exact, bo
   const size_t planes = (exact ? ModeTraits<kExact>::k : ModeTraits<kSmooth>::k) + 1;
   Layout w{};
   size_t off = 0;
-  w.nkeep = off;    off = align_up(off + m * sizeof(int32_t));
-  w.key = off;      off = align_up(off + m * l * acc_bytes);
-  w.plab = off;     off = align_up(off + m * l * acc_bytes);
-  w.idx = off;      off = align_up(off + m * l * sizeof(int32_t));
-  w.a_off = off;    off = align_up(off + (m + 1) * sizeof(int64_t));
-  w.b_off = off;    off = align_up(off + (m + 1) * sizeof(int64_t));
-  w.partials = off; off = align_up(off + m * nba * 2 * acc_bytes);
-  w.coef = off;     off = align_up(off + (need_grad ? m * planes * l * acc_bytes : 0));
-  w.gpart = off;
+  const auto take = [&off](size_t bytes) {  // the next segment: its offset; 256-byte aligned
+    const size_t at = off;
+    off = align_up(off + bytes);
+    return at;
+  };
+  w.nkeep = take(m * sizeof(int32_t));
+  w.key = take(m * l * acc_bytes);
+  w.plab = take(m * l * acc_bytes);
+  w.idx = take(m * l * sizeof(int32_t));
+  w.a_off = take((m + 1) * sizeof(int64_t));
+  w.b_off = take((m + 1) * sizeof(int64_t));
+  w.partials = take(m * nba * 2 * acc_bytes);
+  w.coef = take(need_grad ? m * planes * l * acc_bytes : 0);
   const size_t splits = need_grad && split > 1 ? static_cast<size_t>(split) : 0;
-  off = align_up(off + splits * m * l * acc_bytes);
+  w.gpart = take(splits * m * l * acc_bytes);
   // Bucketed rows: O(M·(np + nb) + M·L) with np ≤ L/8 (at least 64), nb = 2·np + 2.
   w.buckets = buckets && l > 0;
   w.np = w.buckets ? np_cap(L, static_cast<int64_t>(acc_bytes)) : 0;
   w.nb = w.buckets ? nb_cap(w.np) : 0;
   const size_t np = static_cast<size_t>(w.np), nb = static_cast<size_t>(w.nb);
   const size_t rows = w.buckets ? m : 0;
-  w.bsel = off;     off = align_up(off + rows * sizeof(int32_t));
-  w.boff = off;     off = align_up(off + rows * sizeof(double));
-  w.bfix = off;     off = align_up(off + rows * 2 * sizeof(double));
-  w.sorder = off;   off = align_up(off + m * np * sizeof(int32_t));
-  w.ql = off;       off = align_up(off + m * np * sizeof(int32_t));
-  w.qh = off;       off = align_up(off + m * np * sizeof(int32_t));
-  w.bkey = off;     off = align_up(off + m * nb * sizeof(double));
-  w.lob = off;      off = align_up(off + m * nb * sizeof(int32_t));
-  w.hcnt = off;     off = align_up(off + m * nb * sizeof(int32_t));
-  w.hsum = off;     off = align_up(off + m * nb * sizeof(unsigned long long));
-  w.qneg = off;     off = align_up(off + rows * l * sizeof(int32_t));
-  w.fb = off;       off = align_up(off + m * np * acc_bytes);
-  w.fbd = off;      off = align_up(off + (exact ? m * np * acc_bytes : 0));
+  w.bsel = take(rows * sizeof(int32_t));
+  w.boff = take(rows * sizeof(double));
+  w.bfix = take(rows * 2 * sizeof(double));
+  w.sorder = take(m * np * sizeof(int32_t));
+  w.ql = take(m * np * sizeof(int32_t));
+  w.qh = take(m * np * sizeof(int32_t));
+  w.bkey = take(m * nb * sizeof(double));
+  w.lob = take(m * nb * sizeof(int32_t));
+  w.hcnt = take(m * nb * sizeof(int32_t));
+  w.hsum = take(m * nb * sizeof(unsigned long long));
+  w.qneg = take(rows * l * sizeof(int32_t));
+  w.fb = take(m * np * acc_bytes);
+  w.fbd = take(exact ? m * np * acc_bytes : 0);
   const size_t grad_rows = need_grad ? m : 0;
-  w.pre = off;      off = align_up(off + grad_rows * (w.buckets ? 2 * (np + 1) : 0) * sizeof(double));
-  w.alpha = off;    off = align_up(off + grad_rows * nb * sizeof(double));
-  w.beta = off;     off = align_up(off + grad_rows * nb * sizeof(double));
+  w.pre = take(grad_rows * (w.buckets ? 2 * (np + 1) : 0) * sizeof(double));
+  w.alpha = take(grad_rows * nb * sizeof(double));
+  w.beta = take(grad_rows * nb * sizeof(double));
   w.total = off;
   return w;
 }
@@ -506,11 +510,11 @@ pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
           if constexpr (MT::exact) {
             const ExactCoef<A> e = finish_exact(acc[q], dacc[q]);
             lr = e.lr; es = e.es;
-            c[0] = e.dF; c[1] = e.dA; c[2] = e.dC; c[3] = e.dT; c[4] = e.dD; c[5] = e.self;
+            store_coef(e, c);
           } else {
             const IdentityCoef<A> e = finish_identity(acc[q]);
             lr = e.lr; es = e.es;
-            c[0] = e.r; c[1] = e.q; c[2] = e.self;
+            store_coef(e, c);
           }
           if (need_grad) {
 #pragma unroll

@@ -252,6 +252,7 @@ int main() {
   // Rows 0 and 1 of every case are empty and all-positive. Lengths are off the tile sizes
   // (256 pass-A tile, 256-slot pass-B chunks, 32/64 positives per pass-A item); grid caps
   // force the grid-stride loops further. grid<=0 in the log means uncapped.
+  // clang-format off: one row per case, as a table
   const Case cases[] = {
       // what                   dtype     M    L     delta  exact  grad   tau  frac  ties   trained nan    cap tuning
       {"smooth",               kFloat32, 5,   37,   0.5,   false, true,  0,   0.3,  false, false, false, N, small},
@@ -300,6 +301,7 @@ int main() {
       // Scores near DBL_MAX: differences would overflow a double; the rows stay pairwise.
       {"b: huge f64",          kFloat64, 4,   300,  0.5,   false, true,  0,   0.15, false, false, false, N, small, true, 1e306},
   };
+  // clang-format on
   // Every case runs pairwise and with the bucketed algorithm forced (rows that cannot take it
   // — a NaN, n past the sort's capacity — stay pairwise, as on the GPU), each against the CPU
   // kernel with the same algorithm; every third case also under auto (a mix of rows), and the
