@@ -11,8 +11,8 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -64,8 +64,7 @@ std::string num(double v) {
 
 // The one check of a call's arguments (entry: "rank_sort_cpu" or "rank_sort_cuda"; outputs:
 // whether the call writes them). Every error names the field it is about.
-void validate_params(const RankSortParams& p, const char* entry, bool cuda,
-                     bool outputs = true) {
+void validate_params(const RankSortParams& p, const char* entry, bool cuda, bool outputs = true) {
   if (cuda)
     require(p.dtype >= rspose::kFloat32 && p.dtype <= rspose::kBFloat16, entry,
             "params.dtype: unknown dtype code " + std::to_string(p.dtype));
@@ -129,7 +128,7 @@ void cuda_entry(const RankSortParams& p) {
 
 // A pointer field, read and written from Python as an integer address (tensor.data_ptr()).
 template <typename P>
-void pointer_field(py::class_<RankSortParams>& cls, const char* name, P* RankSortParams::*f) {
+void pointer_field(py::class_<RankSortParams>& cls, const char* name, P* RankSortParams::* f) {
   cls.def_property(
       name, [f](const RankSortParams& p) { return reinterpret_cast<std::uintptr_t>(p.*f); },
       [f](RankSortParams& p, std::uintptr_t v) { p.*f = reinterpret_cast<P*>(v); });
@@ -258,17 +257,16 @@ PYBIND11_MODULE(_C, m) {
          double bucketed_positive_pairs) {
         return rspose::prefers_bucketed(
             n, nn,
-            rspose::CostModel{per_negative, per_positive, positive_pairs,
-                              bucketed_positive_pairs});
+            rspose::CostModel{per_negative, per_positive, positive_pairs, bucketed_positive_pairs});
       },
       py::arg("n"), py::arg("nn"), py::arg("cost_per_negative"), py::arg("cost_per_positive"),
       py::arg("cost_positive_pairs"), py::arg("cost_bucketed_positive_pairs") = 0.0,
       "The per-row cost model of csrc/rank_sort_bucketed_math.h: whether a row with n "
       "positives and nn unpruned negatives goes to the bucketed algorithm under `auto`.");
 
-  m.def("takes_bucketed", &rspose::takes_bucketed, py::arg("n"), py::arg("nkeep"),
-        py::arg("span"), py::arg("nonfinite"), py::arg("delta"), py::arg("algorithm"),
-        py::arg("max_pos"), py::arg("cost"),
+  m.def("takes_bucketed", &rspose::takes_bucketed, py::arg("n"), py::arg("nkeep"), py::arg("span"),
+        py::arg("nonfinite"), py::arg("delta"), py::arg("algorithm"), py::arg("max_pos"),
+        py::arg("cost"),
         "The per-row choice of the CPU and CUDA kernels (csrc/rank_sort_bucketed_math.h): "
         "whether a row with n positives, nkeep kept negatives, live scores up to span in "
         "magnitude (nonfinite: one of them is NaN or inf) goes bucketed under algorithm.");

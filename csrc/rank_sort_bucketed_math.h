@@ -1,7 +1,7 @@
 // The arithmetic of the bucketed algorithm (docs/MATH.md, "The bucketed algorithm";
 // docs/DESIGN.md §5b), written once for the CPU kernel (csrc/cpu/rank_sort_bucketed_cpu.h)
-// and the CUDA kernels (csrc/cuda/rank_sort_bucketed_kernels.cuh). Small inline functions over raw arrays:
-// breakpoints and the bucket search, band (ramp) masses, a Fenwick tree, the fixed point of
+// and the CUDA kernels (csrc/cuda/rank_sort_bucketed_kernels.cuh). Small inline functions over raw
+// arrays: breakpoints and the bucket search, band (ramp) masses, a Fenwick tree, the fixed point of
 // the GPU's histograms, and the per-row cost model. Everything is accumulated in double (or
 // in that fixed point): a band sum is a difference of two prefix sums over a whole row.
 #pragma once
@@ -131,9 +131,7 @@ RS_HD int64_t to_fixed(double v, const FixedPoint& f) {
   return static_cast<int64_t>(::llrint(v * f.inv_unit));
 }
 
-RS_HD double from_fixed(int64_t k, const FixedPoint& f) {
-  return static_cast<double>(k) * f.unit;
-}
+RS_HD double from_fixed(int64_t k, const FixedPoint& f) { return static_cast<double>(k) * f.unit; }
 
 // How a backend is asked to choose (the `algorithm` argument, as the C ABI passes it).
 enum Algorithm : int { kPairwise = 0, kBucketed = 1, kAuto = 2 };
@@ -147,9 +145,9 @@ enum Algorithm : int { kPairwise = 0, kBucketed = 1, kAuto = 2 };
 // The constants are calibrated per backend (python -m bench.calibrate) and live with each
 // backend (rspose_kernels/backends/native.py: CPU_COST, CUDA_COST), which passes them here.
 struct CostModel {
-  double per_negative;    // one negative's bucketed work, per log2(2n) step
-  double per_positive;    // one positive's bucketed work, per log2(2n) step
-  double positive_pairs;  // a positive-positive pair of the pairwise kernel
+  double per_negative;                   // one negative's bucketed work, per log2(2n) step
+  double per_positive;                   // one positive's bucketed work, per log2(2n) step
+  double positive_pairs;                 // a positive-positive pair of the pairwise kernel
   double bucketed_positive_pairs = 0.0;  // ... of the bucketed path (0: none, the CPU's)
 };
 
@@ -158,8 +156,8 @@ RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
   const double nd = static_cast<double>(n), nnd = static_cast<double>(nn);
   const double steps = ::log2(2.0 * nd);
   const double pairwise = nd * (nnd + c.positive_pairs * nd);
-  const double bucketed = steps * (c.per_negative * nnd + c.per_positive * nd) +
-                          c.bucketed_positive_pairs * nd * nd;
+  const double bucketed =
+      steps * (c.per_negative * nnd + c.per_positive * nd) + c.bucketed_positive_pairs * nd * nd;
   return pairwise > bucketed;
 }
 
@@ -171,7 +169,7 @@ RS_HD bool prefers_bucketed(int64_t n, int64_t nn, CostModel c) {
 // division. So does a row whose score differences could overflow a double (max|s| ≥
 // kSpanLimit, float64 only) and one with a non-finite live score (NaN and ±inf propagate
 // through the pairwise sums exactly as the definition says; a band sum would make inf − inf).
-constexpr double kResolve = 0x1p-20;    // smallest δ / max|s| of a bucketed row
+constexpr double kResolve = 0x1p-20;     // smallest δ / max|s| of a bucketed row
 constexpr double kSpanLimit = 0x1p1000;  // max|s| of a bucketed row stays below it
 
 // The per-row choice, evaluated by the CPU kernel (csrc/cpu/rank_sort_cpu.cpp) and on the

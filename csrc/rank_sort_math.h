@@ -17,7 +17,9 @@ namespace rspose {
 // side's rspose_kernels.backends.EPS has the same value (tests/test_constants.py checks).
 constexpr double kEps = 1e-10;
 template <typename T>
-RS_HD T eps() { return T(kEps); }
+RS_HD T eps() {
+  return T(kEps);
+}
 
 // Parameters of the step function. `inv2d` = 1/(2δ) (unused when δ = 0).
 template <typename T>
@@ -57,26 +59,32 @@ RS_HD T step_slope(T x, const Step<T>& p) {
 // Pruning test of MATH.md: an element below `thr` = (min positive score) − δ has H = H' = 0
 // against every positive concerned. Written as `s < thr` so a NaN never prunes.
 template <typename T>
-RS_HD bool prunable(T s, T thr) { return s < thr; }
+RS_HD bool prunable(T s, T thr) {
+  return s < thr;
+}
 
 // NaN-propagating minimum: the pruning threshold of a row holding a NaN positive score is
 // NaN, which prunes nothing, so the NaN reaches the loss through every sum.
 template <typename T>
-RS_HD T nan_min(T a, T b) { return (a != a || a < b) ? a : b; }
+RS_HD T nan_min(T a, T b) {
+  return (a != a || a < b) ? a : b;
+}
 
 // Pass A sums of one positive i over the elements j of its row (MATH.md, pass A).
 // The same struct holds the H' sums of exact mode (A' = T' + Z').
 template <typename T>
 struct SumsA {
-  T F;  // Σ_{j∈N} H(x_ij)
-  T T_; // Σ_{j∈P, y_j ≥ y_i} H(x_ij), j = i included
-  T Z;  // Σ_{j∈P, y_j < y_i} H(x_ij)
-  T C;  // Σ_{j∈P} H(x_ij)(1 − y_j)
-  T D;  // Σ_{j∈P, y_j ≥ y_i} H(x_ij)(1 − y_j)
+  T F;   // Σ_{j∈N} H(x_ij)
+  T T_;  // Σ_{j∈P, y_j ≥ y_i} H(x_ij), j = i included
+  T Z;   // Σ_{j∈P, y_j < y_i} H(x_ij)
+  T C;   // Σ_{j∈P} H(x_ij)(1 − y_j)
+  T D;   // Σ_{j∈P, y_j ≥ y_i} H(x_ij)(1 − y_j)
 };
 
 template <typename T>
-RS_HD SumsA<T> sums_zero() { return SumsA<T>{T(0), T(0), T(0), T(0), T(0)}; }
+RS_HD SumsA<T> sums_zero() {
+  return SumsA<T>{T(0), T(0), T(0), T(0), T(0)};
+}
 
 // Adds element j to positive i's sums. `h` is H(x_ij) (or H'(x_ij)), `pos_j` whether j is a
 // positive, `ge` whether y_j ≥ y_i, `w_j` = 1 − y_j. Selects rather than branches, so the

@@ -76,9 +76,15 @@ namespace detail {
 template <typename S, typename A, typename F>
 void with_mode(const RankSortParams& p, F&& f) {
   switch (mode_of(p)) {
-    case kExact: f(TypeTag<S>{}, TypeTag<A>{}, ModeTag<kExact>{}); break;
-    case kSmooth: f(TypeTag<S>{}, TypeTag<A>{}, ModeTag<kSmooth>{}); break;
-    default: f(TypeTag<S>{}, TypeTag<A>{}, ModeTag<kHard>{}); break;
+    case kExact:
+      f(TypeTag<S>{}, TypeTag<A>{}, ModeTag<kExact>{});
+      break;
+    case kSmooth:
+      f(TypeTag<S>{}, TypeTag<A>{}, ModeTag<kSmooth>{});
+      break;
+    default:
+      f(TypeTag<S>{}, TypeTag<A>{}, ModeTag<kHard>{});
+      break;
   }
 }
 }  // namespace detail
@@ -90,8 +96,12 @@ void with_mode(const RankSortParams& p, F&& f) {
 template <typename Half = void, typename BFloat16 = void, typename F>
 bool dispatch_dtype_mode(const RankSortParams& p, F&& f) {
   switch (p.dtype) {
-    case kFloat32: detail::with_mode<float, float>(p, f); return true;
-    case kFloat64: detail::with_mode<double, double>(p, f); return true;
+    case kFloat32:
+      detail::with_mode<float, float>(p, f);
+      return true;
+    case kFloat64:
+      detail::with_mode<double, double>(p, f);
+      return true;
     case kFloat16:
       if constexpr (!std::is_void_v<Half>) {
         detail::with_mode<Half, float>(p, f);
@@ -104,7 +114,8 @@ bool dispatch_dtype_mode(const RankSortParams& p, F&& f) {
         return true;
       }
       return false;
-    default: return false;
+    default:
+      return false;
   }
 }
 

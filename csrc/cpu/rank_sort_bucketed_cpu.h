@@ -73,8 +73,8 @@ inline V* zeroed(std::vector<V>& v, size_t n) {
 }
 
 template <typename T, bool HARD, bool EXACT>
-void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_t nn,
-              double delta, bool need_grad, T* rank, T* sort, T* grad_row) {
+void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_t nn, double delta,
+              bool need_grad, T* rank, T* sort, T* grad_row) {
   Scratch& S = scratch();
   const double inv2d = HARD ? 0.0 : 0.5 / delta;
   const size_t un = static_cast<size_t>(n);
@@ -82,9 +82,8 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   // 1. Sort the positives by (score, index): a total order, so the result is reproducible.
   int32_t* order = sized(S.order, un);
   for (int32_t i = 0; i < n; ++i) order[i] = i;
-  std::sort(order, order + n, [cs](int32_t a, int32_t b) {
-    return cs[a] < cs[b] || (cs[a] == cs[b] && a < b);
-  });
+  std::sort(order, order + n,
+            [cs](int32_t a, int32_t b) { return cs[a] < cs[b] || (cs[a] == cs[b] && a < b); });
   // Scores relative to the median positive: band sums then cancel less (the keys and the
   // searches use the same shifted values, exact for float32 scores).
   const double offset = static_cast<double>(cs[order[n / 2]]);
@@ -114,8 +113,7 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
     int32_t i = 0, j = 0, q = 0;
     lo_before[0] = 0;
     while (q < nk) {
-      const bool take_lo =
-          i < n && (j >= n || key_lo(u[i], delta) <= key_hi(u[j], delta));
+      const bool take_lo = i < n && (j >= n || key_lo(u[i], delta) <= key_hi(u[j], delta));
       if (take_lo) {
         key[q] = key_lo(u[i], delta);
         ql[i++] = q + 1;
@@ -133,8 +131,7 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   auto b_of = [&](int32_t q) { return HARD ? q : q - lo_before[q]; };
 
   // About one key per bin: the search after the table touches one or two keys.
-  const BucketTable table =
-      bucket_table(key, nk, sized(S.lut, static_cast<size_t>(nk) + 1), nk);
+  const BucketTable table = bucket_table(key, nk, sized(S.lut, static_cast<size_t>(nk) + 1), nk);
   int32_t* qpos = sized(S.qpos, un);
   for (int32_t k = 0; k < n; ++k) qpos[k] = bucket_lookup(u[k], table);
   int32_t* qneg = sized(S.qneg, static_cast<size_t>(nn));
@@ -166,9 +163,8 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   // labels is queried before it is inserted).
   int32_t* by_label = sized(S.by_label, un);
   for (int32_t k = 0; k < n; ++k) by_label[k] = k;
-  std::sort(by_label, by_label + n, [y](int32_t a, int32_t b) {
-    return y[a] < y[b] || (y[a] == y[b] && a < b);
-  });
+  std::sort(by_label, by_label + n,
+            [y](int32_t a, int32_t b) { return y[a] < y[b] || (y[a] == y[b] && a < b); });
   constexpr int K = EXACT ? 6 : 3;
   double* coef = sized(S.coef, un * K);
   double sum_lr = 0.0, sum_es = 0.0;
@@ -239,7 +235,7 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   double* pre = zeroed(S.pre, (un + 1) * 2);
   for (int32_t k = 0; k < n; ++k) {
     const double* c = coef + static_cast<int64_t>(k) * K;
-    pre[(k + 1) * 2] = pre[k * 2] + c[0];                // Σ r (identity) or Σ ∂F (exact)
+    pre[(k + 1) * 2] = pre[k * 2] + c[0];                 // Σ r (identity) or Σ ∂F (exact)
     pre[(k + 1) * 2 + 1] = pre[k * 2 + 1] + c[0] * u[k];  // Σ r·u
   }
   double* alpha = sized(S.alpha, static_cast<size_t>(nb));
@@ -295,7 +291,8 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
         double g;
         if (EXACT) {
           g = c[5] + ((pre[a * 2] - pre[b * 2]) + w[k] * (pre[a * 2 + 1] - pre[b * 2 + 1]) +
-                      (fa[0] - fb[0]) + w[k] * (fa[1] - fb[1])) * inv2d;
+                      (fa[0] - fb[0]) + w[k] * (fa[1] - fb[1])) *
+                         inv2d;
         } else {
           const double dq = fa[0] - fb[0];
           g = c[2] + fb[0] + 0.5 * dq + (u[k] * dq - (fa[1] - fb[1])) * inv2d;

@@ -99,15 +99,15 @@ inline int threads_for(double work, int nthreads) {
 
 template <typename T>
 struct Workspace {
-  std::vector<int32_t> idx;   // [M*L]: row r's compacted element indices at r*L
-  std::vector<T> cs;          // [M*L]: their scores
-  std::vector<int32_t> npos;  // positives per row
-  std::vector<int32_t> nneg;  // surviving negatives per row
+  std::vector<int32_t> idx;       // [M*L]: row r's compacted element indices at r*L
+  std::vector<T> cs;              // [M*L]: their scores
+  std::vector<int32_t> npos;      // positives per row
+  std::vector<int32_t> nneg;      // surviving negatives per row
   std::vector<uint8_t> bucketed;  // row goes to the bucketed algorithm
-  std::vector<int64_t> poff;  // offset of row r's positives in the per-positive arrays
-  std::vector<T> py, pw;      // per positive: y_i, 1 − y_i
-  std::vector<T> lr, es;      // per positive: ℓR_i, eS_i
-  std::vector<T> coef;        // per positive: K coefficients (see pass A)
+  std::vector<int64_t> poff;      // offset of row r's positives in the per-positive arrays
+  std::vector<T> py, pw;          // per positive: y_i, 1 − y_i
+  std::vector<T> lr, es;          // per positive: ℓR_i, eS_i
+  std::vector<T> coef;            // per positive: K coefficients (see pass A)
 };
 
 // Coefficients kept per positive for pass B.
@@ -143,16 +143,15 @@ template <typename T, bool EXACT>
 inline PosB<T> load_pos(const T* cs, const T* py, const T* coef, int32_t i) {
   constexpr int K = NCoef<EXACT>::K;
   const T* c = coef + static_cast<int64_t>(i) * K;
-  return PosB<T>{cs[i], py[i], c[0], c[1], EXACT ? c[2] : T(0), EXACT ? c[3] : T(0),
-                 EXACT ? c[4] : T(0)};
+  return PosB<T>{
+      cs[i], py[i], c[0], c[1], EXACT ? c[2] : T(0), EXACT ? c[3] : T(0), EXACT ? c[4] : T(0)};
 }
 
 // One term of element j's pass-B sum for positive i: H(x_ij)·coef or H'(x_ij)·coef.
 template <typename T, bool HARD, bool EXACT, bool NEG>
 inline T term_b(T sj, T yj, T wj, const PosB<T>& q, const Step<T>& p) {
   const T x = sj - q.s;
-  if (EXACT)
-    return step_slope(x, p) * coef_b_exact(NEG, yj, wj, q.y, q.c0, q.c1, q.c2, q.c3, q.c4);
+  if (EXACT) return step_slope(x, p) * coef_b_exact(NEG, yj, wj, q.y, q.c0, q.c1, q.c2, q.c3, q.c4);
   return step<T, HARD>(x, p) * coef_b_identity(NEG, yj, q.y, q.c0, q.c1);
 }
 
@@ -162,8 +161,7 @@ inline T term_b(T sj, T yj, T wj, const PosB<T>& q, const Step<T>& p) {
 template <typename T, bool HARD, bool EXACT>
 RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
                                 const T* __restrict pw, int32_t n, int32_t nn, int32_t i0,
-                                Step<T> p, T* __restrict lr, T* __restrict es,
-                                T* __restrict coef) {
+                                Step<T> p, T* __restrict lr, T* __restrict es, T* __restrict coef) {
   constexpr int K = NCoef<EXACT>::K;
   const int32_t cnt = n - i0 < BP ? n - i0 : BP;
   const int nb = (cnt + 15) / 16 * 16;
@@ -217,11 +215,19 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
       const bool ge = yj >= yi[i];
       SumsA<T> a{F[i], Tt[i], Z[i], C[i], D[i]};
       accumulate_a(a, step<T, HARD>(x, p), true, ge, wj);
-      F[i] = a.F; Tt[i] = a.T_; Z[i] = a.Z; C[i] = a.C; D[i] = a.D;
+      F[i] = a.F;
+      Tt[i] = a.T_;
+      Z[i] = a.Z;
+      C[i] = a.C;
+      D[i] = a.D;
       if (EXACT) {
         SumsA<T> d{Fd[i], Td[i], Zd[i], Cd[i], Dd[i]};
         accumulate_a(d, step_slope(x, p), true, ge, wj);
-        Fd[i] = d.F; Td[i] = d.T_; Zd[i] = d.Z; Cd[i] = d.C; Dd[i] = d.D;
+        Fd[i] = d.F;
+        Td[i] = d.T_;
+        Zd[i] = d.Z;
+        Cd[i] = d.C;
+        Dd[i] = d.D;
       }
     }
   }
@@ -248,8 +254,8 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
 // the sequential sum over i.
 template <typename T, bool HARD, bool EXACT, bool NEG>
 inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __restrict wj,
-                    T* __restrict g, const T* cs, const T* py, const T* coef,
-                    const int32_t* act, int na, const Step<T>& p) {
+                    T* __restrict g, const T* cs, const T* py, const T* coef, const int32_t* act,
+                    int na, const Step<T>& p) {
   int q = 0;
   for (; q + 4 <= na; q += 4) {
     const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
@@ -267,8 +273,8 @@ inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __r
   }
   for (; q < na; ++q) {
     const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
-    RS_SIMD for (int j = 0; j < BE; ++j)
-      g[j] += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
+    RS_SIMD for (int j = 0; j < BE; ++j) g[j] +=
+        term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
   }
 }
 
@@ -434,22 +440,23 @@ void run(const RankSortParams& prm) {
   const int64_t nrb = static_cast<int64_t>(rows_b.size());
   parallel_for(nrb + static_cast<int64_t>(items_a.size()), threads_for(pairs + work_b, nthreads),
                [&](int64_t it) {
-    if (it < nrb) {
-      const int64_t r = rows_b[it];
-      bucketed_row<T>(w.idx.data() + r * L, w.cs.data() + r * L, y + r * L, npos_out[r],
-                      w.nneg[r], static_cast<double>(delta), EXACT, need_grad, rank + r,
-                      sort + r, need_grad ? grad + r * L : nullptr);
-      return;
-    }
-    it -= nrb;
-    const int64_t r = items_a[it] >> 32;
-    const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
-    const int64_t o = w.poff[r] + i0;
-    pass_a_block<T, HARD, EXACT>(w.cs.data() + r * L, w.py.data() + w.poff[r],
-                                 w.pw.data() + w.poff[r], w.npos[r], w.nneg[r], i0, p,
-                                 w.lr.data() + o, w.es.data() + o,
-                                 need_grad ? w.coef.data() + o * K : nullptr);
-  });
+                 if (it < nrb) {
+                   const int64_t r = rows_b[it];
+                   bucketed_row<T>(w.idx.data() + r * L, w.cs.data() + r * L, y + r * L,
+                                   npos_out[r], w.nneg[r], static_cast<double>(delta), EXACT,
+                                   need_grad, rank + r, sort + r,
+                                   need_grad ? grad + r * L : nullptr);
+                   return;
+                 }
+                 it -= nrb;
+                 const int64_t r = items_a[it] >> 32;
+                 const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
+                 const int64_t o = w.poff[r] + i0;
+                 pass_a_block<T, HARD, EXACT>(w.cs.data() + r * L, w.py.data() + w.poff[r],
+                                              w.pw.data() + w.poff[r], w.npos[r], w.nneg[r], i0, p,
+                                              w.lr.data() + o, w.es.data() + o,
+                                              need_grad ? w.coef.data() + o * K : nullptr);
+               });
 
   // Rows: means over positives in index order.
   for (int64_t r = 0; r < M; ++r) {
@@ -476,10 +483,9 @@ void run(const RankSortParams& prm) {
   parallel_for(static_cast<int64_t>(items_b.size()), threads_for(pairs, nthreads), [&](int64_t it) {
     const int64_t r = items_b[it] >> 32;
     const int32_t j0 = static_cast<int32_t>(items_b[it] & 0xffffffff);
-    pass_b_block<T, HARD, EXACT>(w.idx.data() + r * L, w.cs.data() + r * L,
-                                 w.py.data() + w.poff[r], w.pw.data() + w.poff[r],
-                                 w.coef.data() + w.poff[r] * K, w.npos[r], w.nneg[r], j0, p,
-                                 grad + r * L);
+    pass_b_block<T, HARD, EXACT>(w.idx.data() + r * L, w.cs.data() + r * L, w.py.data() + w.poff[r],
+                                 w.pw.data() + w.poff[r], w.coef.data() + w.poff[r] * K, w.npos[r],
+                                 w.nneg[r], j0, p, grad + r * L);
   });
 }
 

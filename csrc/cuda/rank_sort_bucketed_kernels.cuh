@@ -47,22 +47,22 @@ constexpr int kSearchChunk = 1024;  // negatives per bucket_search / bucket_grad
 // [M, nb] per bucket, [M, L] per compacted slot.
 template <typename A>
 struct BucketWs {
-  int32_t* bsel;      // [M]   kept negatives of a bucketed row; −1: the row is pairwise
-  double* boff;       // [M]   the row offset (median positive score)
-  double* bfix;       // [M,2] the histogram's fixed point (unit, 1/unit)
-  int32_t* sorder;    // [M,np] sorted position -> slot of the positive
-  int32_t* ql;        // [M,np] by sorted position: first bucket past the positive's lo key
-  int32_t* qh;        // [M,np] ... past its hi key (δ = 0: both past its score)
-  double* key;        // [M,nb] breakpoint keys, ascending (scores relative to boff)
-  int32_t* lob;       // [M,nb] lo keys among the first q keys
-  int32_t* hcnt;      // [M,nb] negatives per bucket, then suffix sums
+  int32_t* bsel;             // [M]   kept negatives of a bucketed row; −1: the row is pairwise
+  double* boff;              // [M]   the row offset (median positive score)
+  double* bfix;              // [M,2] the histogram's fixed point (unit, 1/unit)
+  int32_t* sorder;           // [M,np] sorted position -> slot of the positive
+  int32_t* ql;               // [M,np] by sorted position: first bucket past the positive's lo key
+  int32_t* qh;               // [M,np] ... past its hi key (δ = 0: both past its score)
+  double* key;               // [M,nb] breakpoint keys, ascending (scores relative to boff)
+  int32_t* lob;              // [M,nb] lo keys among the first q keys
+  int32_t* hcnt;             // [M,nb] negatives per bucket, then suffix sums
   unsigned long long* hsum;  // [M,nb] Σ (s − boff) per bucket in fixed point, then suffix sums
-  int32_t* qneg;      // [M,L] bucket of each kept negative slot
-  A* fb;              // [M,np] F_i per positive slot, for pass A
-  A* fbd;             // [M,np] F'_i (exact mode)
-  double* pre;        // [M,2(np+1)] prefix sums of r_i (∂F_i) and r_i·u_i, sorted order
-  double* alpha;      // [M,nb] a negative's gradient α + β·u in bucket q
-  double* beta;       // [M,nb]
+  int32_t* qneg;             // [M,L] bucket of each kept negative slot
+  A* fb;                     // [M,np] F_i per positive slot, for pass A
+  A* fbd;                    // [M,np] F'_i (exact mode)
+  double* pre;               // [M,2(np+1)] prefix sums of r_i (∂F_i) and r_i·u_i, sorted order
+  double* alpha;             // [M,nb] a negative's gradient α + β·u in bucket q
+  double* beta;              // [M,nb]
   int64_t np, nb;
 };
 
@@ -73,7 +73,10 @@ __device__ __forceinline__ int32_t count_below(int32_t n, double v, const F& f) 
   while (lo < hi) {
     const int32_t mid = lo + (hi - lo) / 2;
     const double x = f(mid);
-    if (STRICT ? x < v : x <= v) lo = mid + 1; else hi = mid;
+    if (STRICT ? x < v : x <= v)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -88,8 +91,8 @@ __device__ __forceinline__ bool after(A sa, int32_t ia, A sb, int32_t ib) {
 // ---------------------------------------------------------------------------------------
 template <typename A>
 __global__ void __launch_bounds__(kThreads, 1)
-bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
-                   const int32_t* __restrict__ npos, const A* __restrict__ key, BucketWs<A> b) {
+    bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
+                       const int32_t* __restrict__ npos, const A* __restrict__ key, BucketWs<A> b) {
   constexpr int NMAX = sort_max<A>();
   __shared__ A sk[NMAX];
   __shared__ int32_t sv[NMAX];
@@ -117,8 +120,10 @@ bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
             const A si = sk[i], sl = sk[l];
             const int32_t ii = sv[i], il = sv[l];
             if (up ? after(si, ii, sl, il) : after(sl, il, si, ii)) {
-              sk[i] = sl; sk[l] = si;
-              sv[i] = il; sv[l] = ii;
+              sk[i] = sl;
+              sk[l] = si;
+              sv[i] = il;
+              sv[l] = ii;
             }
           }
         }
@@ -140,12 +145,10 @@ bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
       // The merge of the ascending lo and hi lists, lo first on ties (the CPU's merge): lo_i
       // lands after the hi keys below it, hi_i after the lo keys at or below it.
       const double lo = key_lo(u, delta), hi = key_hi(u, delta);
-      const int32_t at_lo = i + count_below<true>(n, lo, [&](int32_t j) {
-        return key_hi(u_of(j), delta);
-      });
-      const int32_t at_hi = i + count_below<false>(n, hi, [&](int32_t j) {
-        return key_lo(u_of(j), delta);
-      });
+      const int32_t at_lo =
+          i + count_below<true>(n, lo, [&](int32_t j) { return key_hi(u_of(j), delta); });
+      const int32_t at_hi =
+          i + count_below<false>(n, hi, [&](int32_t j) { return key_lo(u_of(j), delta); });
       b.key[br + at_lo] = lo;
       b.key[br + at_hi] = hi;
       b.ql[pr + i] = at_lo + 1;
@@ -181,8 +184,8 @@ bucket_sort_kernel(int64_t M, int64_t L, double delta, bool hard,
 // only negatives at exactly s_min − δ: pruning removed the ones below.)
 template <typename A>
 __global__ void __launch_bounds__(kThreads, 1)
-bucket_search_kernel(int64_t M, int64_t L, bool hard, const int32_t* __restrict__ npos,
-                     const A* __restrict__ key, BucketWs<A> b) {
+    bucket_search_kernel(int64_t M, int64_t L, bool hard, const int32_t* __restrict__ npos,
+                         const A* __restrict__ key, BucketWs<A> b) {
   __shared__ long long top_scratch[kWarps];
   const int64_t per_row = (L + kSearchChunk - 1) / kSearchChunk, items = M * per_row;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
@@ -224,8 +227,8 @@ bucket_search_kernel(int64_t M, int64_t L, bool hard, const int32_t* __restrict_
 // ---------------------------------------------------------------------------------------
 template <typename A, bool EXACT>
 __global__ void __launch_bounds__(kThreads, 1)
-bucket_scan_kernel(int64_t M, int64_t L, double inv2d, bool hard,
-                   const int32_t* __restrict__ npos, const A* __restrict__ key, BucketWs<A> b) {
+    bucket_scan_kernel(int64_t M, int64_t L, double inv2d, bool hard,
+                       const int32_t* __restrict__ npos, const A* __restrict__ key, BucketWs<A> b) {
   __shared__ int64_t tc[kThreads];
   __shared__ unsigned long long ts[kThreads];
   const int tid = threadIdx.x;
@@ -294,9 +297,9 @@ bucket_scan_kernel(int64_t M, int64_t L, double inv2d, bool hard,
 // negatives need.
 template <typename A, bool EXACT>
 __global__ void __launch_bounds__(kThreads, 1)
-bucket_coef_kernel(int64_t M, int64_t L, double inv2d, bool hard,
-                   const int32_t* __restrict__ npos, const A* __restrict__ key,
-                   const A* __restrict__ coef, BucketWs<A> b) {
+    bucket_coef_kernel(int64_t M, int64_t L, double inv2d, bool hard,
+                       const int32_t* __restrict__ npos, const A* __restrict__ key,
+                       const A* __restrict__ coef, BucketWs<A> b) {
   constexpr int K = ModeTraits<(EXACT ? kExact : kSmooth)>::k;  // planes: K + 1 per positive
   __shared__ double t0[kThreads];
   __shared__ double t1[kThreads];
@@ -372,9 +375,9 @@ bucket_coef_kernel(int64_t M, int64_t L, double inv2d, bool hard,
 // ---------------------------------------------------------------------------------------
 template <typename A>
 __global__ void __launch_bounds__(kThreads, 1)
-bucket_grad_kernel(int64_t M, int64_t L, const int32_t* __restrict__ npos,
-                   const A* __restrict__ key, const int32_t* __restrict__ idx, BucketWs<A> b,
-                   A* __restrict__ grad) {
+    bucket_grad_kernel(int64_t M, int64_t L, const int32_t* __restrict__ npos,
+                       const A* __restrict__ key, const int32_t* __restrict__ idx, BucketWs<A> b,
+                       A* __restrict__ grad) {
   const int64_t per_row = (L + kSearchChunk - 1) / kSearchChunk, items = M * per_row;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
     const int64_t row = w / per_row, c = w - row * per_row;

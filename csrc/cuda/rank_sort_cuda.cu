@@ -97,8 +97,7 @@ std::string rank_sort_cuda(const RankSortParams& p) {
   if (prev != p.device && cudaSetDevice(p.device) != cudaSuccess)
     return launch_error("cudaSetDevice");
   cudaGetLastError();  // start from a clean error state
-  const std::string err =
-      launch_all(StreamLaunch{static_cast<cudaStream_t>(p.stream)}, p, lay, pl);
+  const std::string err = launch_all(StreamLaunch{static_cast<cudaStream_t>(p.stream)}, p, lay, pl);
   if (prev != p.device && prev >= 0) cudaSetDevice(prev);
   return err;
 }

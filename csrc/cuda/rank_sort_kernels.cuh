@@ -19,7 +19,7 @@ namespace cuda_detail {
 // (docs/MEASUREMENTS.md, "cuda launch bounds").
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTile = kThreads;          // pass-A tile: one element per thread
+constexpr int kTile = kThreads;  // pass-A tile: one element per thread
 // Pass-B slots per lane (a warp item is 32 × that): 8, or 4 for float64 exact mode, whose
 // 8 would spill on sm_80.
 __host__ __device__ constexpr int ept_for(bool wide_exact) { return wide_exact ? 4 : 8; }
@@ -41,7 +41,9 @@ __host__ __device__ inline int bp_for(bool exact) {
 
 // Scores of any dtype, read as the accumulation type.
 template <typename A, typename S>
-__device__ __forceinline__ A load_acc(const S* p) { return static_cast<A>(*p); }
+__device__ __forceinline__ A load_acc(const S* p) {
+  return static_cast<A>(*p);
+}
 template <>
 __device__ __forceinline__ float load_acc<float, __half>(const __half* p) {
   return __half2float(*p);
@@ -52,7 +54,9 @@ __device__ __forceinline__ float load_acc<float, __nv_bfloat16>(const __nv_bfloa
 }
 
 template <typename S, typename A>
-__device__ __forceinline__ S to_scalar(A v) { return static_cast<S>(v); }
+__device__ __forceinline__ S to_scalar(A v) {
+  return static_cast<S>(v);
+}
 template <>
 __device__ __forceinline__ __half to_scalar<__half, float>(float v) {
   return __float2half_rn(v);
@@ -84,17 +88,19 @@ __device__ __forceinline__ A warp_nan_min(A v) {
 }
 
 template <typename A>
-__device__ __forceinline__ A inf_value() { return static_cast<A>(INFINITY); }
+__device__ __forceinline__ A inf_value() {
+  return static_cast<A>(INFINITY);
+}
 
 // Host-chosen launch shape (rank_sort_cuda.h's CudaTuning, resolved for one call). Every
 // choice depends on M, L and the device only, never on data, so the same input on the same
 // device always gives the same bits.
 struct Plan {
-  int64_t ctas_a;   // pass-A CTAs (persistent: they loop over the device-counted items)
-  int64_t ctas_b;   // pass-B CTAs, kWarps warp items each at a time
-  int split;        // pass B: positives of a row split over this many warp items (1: none)
-  int chunk;        // pass B: slots per warp item (32 × ept_for)
-  int64_t ctas;     // the persistent grids' cap (SMs × CTAs per SM): per-row bucketed kernels
+  int64_t ctas_a;  // pass-A CTAs (persistent: they loop over the device-counted items)
+  int64_t ctas_b;  // pass-B CTAs, kWarps warp items each at a time
+  int split;       // pass B: positives of a row split over this many warp items (1: none)
+  int chunk;       // pass B: slots per warp item (32 × ept_for)
+  int64_t ctas;    // the persistent grids' cap (SMs × CTAs per SM): per-row bucketed kernels
 };
 
 // Workspace carving, identical on host and device sides.
@@ -104,8 +110,7 @@ struct Layout {
   // when the call cannot take the bucketed algorithm (algorithm "pairwise").
   bool buckets;
   int64_t np, nb;  // per row: positives a bucketed row may have, histogram entries
-  size_t bsel, boff, bfix, sorder, ql, qh, bkey, lob, hcnt, hsum, qneg, fb, fbd, pre, alpha,
-      beta;
+  size_t bsel, boff, bfix, sorder, ql, qh, bkey, lob, hcnt, hsum, qneg, fb, fbd, pre, alpha, beta;
   size_t total;
 };
 
@@ -115,7 +120,9 @@ __host__ __device__ inline size_t align_up(size_t x) { return (x + 255) / 256 * 
 // Positives one CTA sorts in shared memory: (score, slot) pairs, 32 KB for a 4-byte
 // accumulation type, 24 KB for float64 (under sm_80's 48 KB of static shared memory).
 template <typename A>
-__host__ __device__ constexpr int sort_max() { return sizeof(A) == 4 ? 4096 : 2048; }
+__host__ __device__ constexpr int sort_max() {
+  return sizeof(A) == 4 ? 4096 : 2048;
+}
 
 // The most positives a bucketed row may have at length L (bounds its workspace): at most
 // L/8 (at least 64) of the row. The benchmark shapes have n ≤ L/20 (13×13 .. 49×49 Gaussian
@@ -184,7 +191,10 @@ __device__ __forceinline__ int64_t row_of(const int64_t* __restrict__ off, int64
   int64_t lo = 0, hi = M;  // off[lo] <= w < off[hi]
   while (hi - lo > 1) {
     const int64_t mid = lo + (hi - lo) / 2;
-    if (off[mid] <= w) lo = mid; else hi = mid;
+    if (off[mid] <= w)
+      lo = mid;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -234,11 +244,11 @@ __device__ __forceinline__ T block_max(T v, T* scratch) {
 // only its positives; other rows get bsel = −1.
 template <typename S, typename A>
 __global__ void __launch_bounds__(kThreads, 1)
-compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int64_t L, A tau,
-               A delta, bool need_grad, int32_t* __restrict__ npos, int32_t* __restrict__ nkeep,
-               A* __restrict__ key, A* __restrict__ plab, int32_t* __restrict__ idx,
-               A* __restrict__ grad, int algorithm, CostModel cost, int64_t max_pos,
-               int32_t* __restrict__ bsel) {
+    compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int64_t L, A tau,
+                   A delta, bool need_grad, int32_t* __restrict__ npos, int32_t* __restrict__ nkeep,
+                   A* __restrict__ key, A* __restrict__ plab, int32_t* __restrict__ idx,
+                   A* __restrict__ grad, int algorithm, CostModel cost, int64_t max_pos,
+                   int32_t* __restrict__ bsel) {
   __shared__ int32_t warp_pos[kWarps];
   __shared__ int32_t warp_keep[kWarps];
   __shared__ A warp_min[kWarps];
@@ -268,8 +278,8 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
 
     // Sweep 2: ballot scans give each kept element its slot.
     int32_t base_p = 0, base_k = 0;  // the same values in every thread
-    double span = 0.0;   // max |s| over the live (positive or kept) elements seen
-    int nonfinite = 0;   // a live score is NaN or ±inf
+    double span = 0.0;               // max |s| over the live (positive or kept) elements seen
+    int nonfinite = 0;               // a live score is NaN or ±inf
     for (int64_t c0 = 0; c0 < L; c0 += kThreads) {
       const int64_t j = c0 + tid;
       const bool in = j < L;
@@ -335,9 +345,9 @@ compact_kernel(const S* __restrict__ s, const A* __restrict__ y, int64_t M, int6
 // later kernels run a fixed grid that loops over these counts: no CTA is launched for a
 // block without positives, and no host sync is needed to size anything.
 __global__ void __launch_bounds__(kThreads, 1)
-plan_kernel(int64_t M, int bp, int split, int chunk, const int32_t* __restrict__ npos,
-            const int32_t* __restrict__ nkeep, int64_t* __restrict__ a_off,
-            int64_t* __restrict__ b_off) {
+    plan_kernel(int64_t M, int bp, int split, int chunk, const int32_t* __restrict__ npos,
+                const int32_t* __restrict__ nkeep, int64_t* __restrict__ a_off,
+                int64_t* __restrict__ b_off) {
   __shared__ int64_t warp_a[kWarps];
   __shared__ int64_t warp_b[kWarps];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -398,12 +408,11 @@ plan_kernel(int64_t M, int bp, int split, int chunk, const int32_t* __restrict__
 // come from bucket_scan_kernel's `fb` (`fbd`) instead of the negative sweep.
 template <typename A, int MODE>
 __global__ void __launch_bounds__(kThreads, 1)
-pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
-              const int32_t* __restrict__ npos, const int32_t* __restrict__ nkeep,
-              const A* __restrict__ key, const A* __restrict__ plab,
-              const int64_t* __restrict__ a_off, A* __restrict__ partials,
-              A* __restrict__ coef, const int32_t* __restrict__ bsel,
-              const A* __restrict__ fb, const A* __restrict__ fbd, int64_t np) {
+    pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad, const int32_t* __restrict__ npos,
+                  const int32_t* __restrict__ nkeep, const A* __restrict__ key,
+                  const A* __restrict__ plab, const int64_t* __restrict__ a_off,
+                  A* __restrict__ partials, A* __restrict__ coef, const int32_t* __restrict__ bsel,
+                  const A* __restrict__ fb, const A* __restrict__ fbd, int64_t np) {
   using MT = ModeTraits<MODE>;
   constexpr int PPW = MT::ppw, BP = MT::bp, K = MT::k;
   __shared__ A tile_s[kTile];
@@ -509,11 +518,13 @@ pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
           A c[K + 1];
           if constexpr (MT::exact) {
             const ExactCoef<A> e = finish_exact(acc[q], dacc[q]);
-            lr = e.lr; es = e.es;
+            lr = e.lr;
+            es = e.es;
             store_coef(e, c);
           } else {
             const IdentityCoef<A> e = finish_identity(acc[q]);
-            lr = e.lr; es = e.es;
+            lr = e.lr;
+            es = e.es;
             store_coef(e, c);
           }
           if (need_grad) {
@@ -543,8 +554,8 @@ pass_a_kernel(int64_t M, int64_t L, Step<A> p, bool need_grad,
 // rows: rank = Σ ℓR / n, sort = Σ eS / n, summing the pass-A partials in block order.
 template <typename A>
 __global__ void __launch_bounds__(kThreads, 1)
-rows_kernel(int64_t M, int64_t L, int bp, const int32_t* __restrict__ npos,
-            const A* __restrict__ partials, A* __restrict__ rank, A* __restrict__ sort) {
+    rows_kernel(int64_t M, int64_t L, int bp, const int32_t* __restrict__ npos,
+                const A* __restrict__ partials, A* __restrict__ rank, A* __restrict__ sort) {
   const int64_t nba = (L + bp - 1) / bp;
   for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; row < M;
        row += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -564,8 +575,8 @@ rows_kernel(int64_t M, int64_t L, int bp, const int32_t* __restrict__ npos,
 // lane's slot rows: 32 positives at a time, one per lane, broadcast by shuffles.
 template <int NR, int MODE, typename A, int EPT>
 __device__ __forceinline__ void sweep_b(A (&g)[EPT], const A (&sj)[EPT], const A (&yj)[EPT],
-                                        const A (&wj)[EPT], bool neg, int32_t p_lo,
-                                        int32_t p_hi, int lane, const A* __restrict__ kr,
+                                        const A (&wj)[EPT], bool neg, int32_t p_lo, int32_t p_hi,
+                                        int lane, const A* __restrict__ kr,
                                         const A* __restrict__ yr, const A* __restrict__ cr,
                                         int64_t L, const Step<A>& p) {
   using MT = ModeTraits<MODE>;
@@ -582,8 +593,10 @@ __device__ __forceinline__ void sweep_b(A (&g)[EPT], const A (&sj)[EPT], const A
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
           const A x = sj[r] - sq;
-          if constexpr (MT::exact) g[r] += step_slope(x, p) * cq;
-          else g[r] += step<A, MT::hard>(x, p) * cq;
+          if constexpr (MT::exact)
+            g[r] += step_slope(x, p) * cq;
+          else
+            g[r] += step<A, MT::hard>(x, p) * cq;
         }
       }
     } else {
@@ -625,11 +638,11 @@ __device__ __forceinline__ void sweep_b(A (&g)[EPT], const A (&sj)[EPT], const A
 // kernel adds them in split order.
 template <typename A, int MODE>
 __global__ void __launch_bounds__(kThreads, 1)
-pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restrict__ npos,
-              const int32_t* __restrict__ nkeep, const A* __restrict__ key,
-              const A* __restrict__ plab, const int32_t* __restrict__ idx,
-              const int64_t* __restrict__ b_off, const A* __restrict__ coef,
-              A* __restrict__ grad, A* __restrict__ gpart) {
+    pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restrict__ npos,
+                  const int32_t* __restrict__ nkeep, const A* __restrict__ key,
+                  const A* __restrict__ plab, const int32_t* __restrict__ idx,
+                  const int64_t* __restrict__ b_off, const A* __restrict__ coef,
+                  A* __restrict__ grad, A* __restrict__ gpart) {
   using MT = ModeTraits<MODE>;
   constexpr int K = MT::k;
   constexpr int kEPT = ept_for(sizeof(A) == 8 && MT::exact), kChunk = 32 * kEPT;
@@ -698,9 +711,9 @@ pass_b_kernel(int64_t M, int64_t L, Step<A> p, int split, const int32_t* __restr
 // the division by n, and the scatter to the element's index.
 template <typename A, int MODE>
 __global__ void __launch_bounds__(kThreads, 1)
-finish_kernel(int64_t M, int64_t L, int split, const int32_t* __restrict__ npos,
-              const int32_t* __restrict__ nkeep, const int32_t* __restrict__ idx,
-              const A* __restrict__ coef, const A* __restrict__ gpart, A* __restrict__ grad) {
+    finish_kernel(int64_t M, int64_t L, int split, const int32_t* __restrict__ npos,
+                  const int32_t* __restrict__ nkeep, const int32_t* __restrict__ idx,
+                  const A* __restrict__ coef, const A* __restrict__ gpart, A* __restrict__ grad) {
   constexpr int K = ModeTraits<MODE>::k;
   const int64_t total = M * L;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; e < total;

@@ -13,9 +13,9 @@
 #include <cstdint>
 #include <string>
 
+#include "rank_sort_bucketed_kernels.cuh"
 #include "rank_sort_cuda.h"
 #include "rank_sort_kernels.cuh"
-#include "rank_sort_bucketed_kernels.cuh"
 
 namespace rspose {
 namespace cuda_detail {
@@ -87,7 +87,7 @@ template <typename A>
 BucketWs<A> bucket_ws(char* ws, const Layout& l) {
   if (!l.buckets) return BucketWs<A>{};
   const auto at = [ws](size_t off) { return Segment{ws + off}; };
-  return BucketWs<A>{at(l.bsel), at(l.boff), at(l.bfix),  at(l.sorder), at(l.ql),  at(l.qh),
+  return BucketWs<A>{at(l.bsel), at(l.boff), at(l.bfix),  at(l.sorder), at(l.ql),   at(l.qh),
                      at(l.bkey), at(l.lob),  at(l.hcnt),  at(l.hsum),   at(l.qneg), at(l.fb),
                      at(l.fbd),  at(l.pre),  at(l.alpha), at(l.beta),   l.np,       l.nb};
 }
@@ -157,8 +157,7 @@ std::string launch_passes(const Launch& launch, const RankSortParams& prm, const
   }
   const int64_t rb = cdiv(M, kThreads);
   const dim3 grid_rows(static_cast<unsigned>(rb < INT_MAX ? rb : INT_MAX));
-  run("rows_kernel", rows_kernel<A>, grid_rows, block, M, L, MT::bp, npos, w.partials, rank,
-      sort);
+  run("rows_kernel", rows_kernel<A>, grid_rows, block, M, L, MT::bp, npos, w.partials, rank, sort);
 
   if (need_grad && L > 0) {
     run("pass_b_kernel", pass_b_kernel<A, MODE>, dim3(static_cast<unsigned>(pl.ctas_b)), block, M,

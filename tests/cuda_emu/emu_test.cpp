@@ -77,7 +77,7 @@ struct Case {
   double pos_thr, pos_frac;
   bool ties, trained, nan;
   unsigned gx_cap;
-  CudaTuning tuning;  // the SM count and knobs the launch shape is planned for
+  CudaTuning tuning;          // the SM count and knobs the launch shape is planned for
   bool buckets_only = false;  // a case for the bucketed rows: not run pairwise
   double scale = 1.0;         // scores × scale (near DBL_MAX: those rows must stay pairwise)
 };
@@ -105,7 +105,8 @@ struct Compare {
     ++g_values;
     if (std::isnan(got) && std::isnan(want)) return;
     if (std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want)) return;
-    if (bad++ < 5) std::printf("    %s[%" PRId64 "]: emulated %.9g, cpu %.9g\n", what, i, got, want);
+    if (bad++ < 5)
+      std::printf("    %s[%" PRId64 "]: emulated %.9g, cpu %.9g\n", what, i, got, want);
   }
 };
 
@@ -144,12 +145,12 @@ int run_case(const Case& c, int seed, int alg) {
   }
 
   const Plan plan = make_plan(M, L, c.exact, acc_bytes(c.dtype), c.tuning);
-  const Layout lay = make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad, plan.split,
-                                 alg != kPairwise);
+  const Layout lay =
+      make_layout(M, L, acc_bytes(c.dtype), c.exact, c.need_grad, plan.split, alg != kPairwise);
   Guarded<char> ws(lay.total, static_cast<char>(0xff));  // garbage: unwritten reads give NaN
   Guarded<A> rank(M, A(NAN)), sort(M, A(NAN));
   Guarded<int32_t> npos(M, -7);
-  Guarded<A> grad(c.need_grad ? ML : 0, A(NAN));   // the gradient comes back in acc
+  Guarded<A> grad(c.need_grad ? ML : 0, A(NAN));  // the gradient comes back in acc
   RankSortParams prm;
   prm.scores = s.data();
   prm.labels = y.data();
@@ -221,13 +222,13 @@ int run_case(const Case& c, int seed, int alg) {
     ++bad;
   }
   bad += acc.bad;
-  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64 " delta=%-4g tau=%-3g %s%s %s "
+  std::printf("%-22s %-4s M=%-3" PRId64 " L=%-4" PRId64
+              " delta=%-4g tau=%-3g %s%s %s "
               "(%" PRId64 " bucketed) sms=%d ctas A/B=%" PRId64 "/%" PRId64
               " split=%d grid<=%u: %s\n",
-              c.what, dtype_name(c.dtype), M, L, c.delta, c.pos_thr,
-              c.exact ? "exact" : "identity", c.need_grad ? "" : " no-grad", alg_name(alg), nbuck,
-              c.tuning.sms, plan.ctas_a, plan.ctas_b, plan.split,
-              c.gx_cap == kNoCap ? 0u : c.gx_cap, bad ? "FAIL" : "ok");
+              c.what, dtype_name(c.dtype), M, L, c.delta, c.pos_thr, c.exact ? "exact" : "identity",
+              c.need_grad ? "" : " no-grad", alg_name(alg), nbuck, c.tuning.sms, plan.ctas_a,
+              plan.ctas_b, plan.split, c.gx_cap == kNoCap ? 0u : c.gx_cap, bad ? "FAIL" : "ok");
   return bad;
 }
 
@@ -309,16 +310,17 @@ int main() {
   int bad = 0, n = 0, seed = 0;
   for (const Case& c : cases) {
     ++seed;
-    for (int alg : {static_cast<int>(kPairwise), static_cast<int>(kBucketed),
-                    static_cast<int>(kAuto)}) {
+    for (int alg :
+         {static_cast<int>(kPairwise), static_cast<int>(kBucketed), static_cast<int>(kAuto)}) {
       if (alg == kPairwise && c.buckets_only) continue;
       if (alg == kAuto && seed % 3 != 0 && !c.buckets_only) continue;
       bad += run(c, seed, alg) != 0;
       ++n;
     }
   }
-  std::printf("emulated %d cases, %ld CTAs, %ld values compared, %d split launches, %ld "
-              "bucketed rows: %d mismatches\n", n, g_ctas, g_values, g_split_launches,
-              g_bucketed_rows, bad);
+  std::printf(
+      "emulated %d cases, %ld CTAs, %ld values compared, %d split launches, %ld "
+      "bucketed rows: %d mismatches\n",
+      n, g_ctas, g_values, g_split_launches, g_bucketed_rows, bad);
   return bad != 0;
 }

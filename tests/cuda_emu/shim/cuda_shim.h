@@ -6,9 +6,10 @@
 // each running until it blocks at a barrier: __syncthreads(_or) for the CTA, and the warp
 // exchanges __shfl_xor_sync / __shfl_sync / __shfl_up_sync / __ballot_sync, which wait for
 // all 32 lanes. Threads run as far as they can and the order alternates each sweep, so a
-// missing barrier shows up as stale shared memory in the results. A barrier some thread never reaches (divergence), mixed
-// barrier kinds, a partial warp mask and launches outside CUDA's grid/block limits are
-// reported as launch errors. __shared__ is a function static (one CTA runs at a time).
+// missing barrier shows up as stale shared memory in the results. A barrier some thread never
+// reaches (divergence), mixed barrier kinds, a partial warp mask and launches outside CUDA's
+// grid/block limits are reported as launch errors. __shared__ is a function static (one CTA runs at
+// a time).
 // __half / __nv_bfloat16 are floats rounded to their precision.
 //
 // Not seen: real concurrency (data races beyond barrier order, memory ordering), memory
@@ -40,11 +41,17 @@ struct dim3 {
 // Set by the scheduler before it resumes a fiber; only one runs at a time.
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-struct __half { float v; };
-struct __nv_bfloat16 { float v; };
+struct __half {
+  float v;
+};
+struct __nv_bfloat16 {
+  float v;
+};
 inline float __half2float(__half h) { return h.v; }
 inline float __bfloat162float(__nv_bfloat16 h) { return h.v; }
-inline __half __float2half_rn(float v) { return __half{static_cast<float>(static_cast<_Float16>(v))}; }
+inline __half __float2half_rn(float v) {
+  return __half{static_cast<float>(static_cast<_Float16>(v))};
+}
 inline __nv_bfloat16 __float2bfloat16_rn(float v) {
   uint32_t u;
   std::memcpy(&u, &v, 4);
@@ -93,8 +100,10 @@ inline void fail(const std::string& what) {
 // Arrive at b; returns the generation of the phase arrived at, after it completed.
 inline uint64_t arrive(Barrier& b, int kind) {
   Cta& c = *g_cta;
-  if (b.arrived == 0) b.kind = kind;
-  else if (b.kind != kind) fail("threads of one barrier phase called different barriers");
+  if (b.arrived == 0)
+    b.kind = kind;
+  else if (b.kind != kind)
+    fail("threads of one barrier phase called different barriers");
   const uint64_t g = b.gen;
   if (++b.arrived == b.size) {
     b.arrived = 0;
