@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from parity import require
 from rspose_kernels.backends import ALGORITHM_CODES, EPS, cost_model
+from tests.reference.parity import require
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
                  "rspose_kernels._C is not built")

@@ -3,7 +3,7 @@ through _C, without a GPU: grids are capped by the SM count, rows are split only
 are few of them, and the launch parameters come from the RSPOSE_CUDA_* variables."""
 import pytest
 
-from parity import require, require_cuda_build
+from tests.reference.parity import require, require_cuda_build
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
                  "rspose_kernels._C is not built")

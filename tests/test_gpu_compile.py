@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from parity import require, require_cuda_build
+from tests import gpu_resources as gr
+from tests.reference.parity import require, require_cuda_build
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import gpu_resources as gr  # noqa: E402
 
 triton = require("triton", "RSPOSE_REQUIRE_TRITON", "triton is not installed")
 
