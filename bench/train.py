@@ -25,7 +25,7 @@ and the correlations against steps with --plot (default path docs/train.png).
     python3 -m bench.train --losses mse,rspose --seeds 0,1 --steps 200
 
 On a CPU shared with other jobs, ``--threads 1`` is much faster than torch's default of one
-thread per core (measured here at load ~10: 2 threads made each step several times slower).
+thread per core (docs/MEASUREMENTS.md, "Training threads under load").
 """
 from __future__ import annotations
 
@@ -90,9 +90,8 @@ BUDGETS = {
 
 # Each loss's best learning rate on this task, from bench/train_sweep.py --stage lr (README,
 # "Choosing τ, δ and the learning rate"): the default run trains each loss at its own.
-# rspose_tau0: RSPoseLoss at τ = 0 (the old default), for comparison.
-# (MSE and RSPoseLoss are best at the top of the grid, 2e-2, by < 0.005 AP over 1e-2;
-# SimCC losses diverge on some seeds at 2e-2.) spatial_rs: not swept, RSPoseLoss's.
+# rspose_tau0: RSPoseLoss at τ = 0 (the old default), for comparison. spatial_rs: not swept,
+# RSPoseLoss's. (docs/MEASUREMENTS.md, "Best learning rates".)
 BEST_LR = {"mse": 2e-2, "spatial_rs": 2e-2, "rspose": 2e-2, "rspose_tau0": 2e-2, "kl": 1e-2,
            "rspose_simcc": 5e-3}
 
