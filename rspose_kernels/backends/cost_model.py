@@ -3,7 +3,7 @@
 
 A leaf: it knows no backend. Each backend passes its own cost constants, capacity and
 whether it prunes (``plan_rows``); the compiled kernels evaluate the same rule with the same
-constants (``rs_takes_bucketed`` and ``prefers_bucketed`` in csrc/rank_sort_bucketed_math.h),
+constants (``takes_bucketed`` and ``prefers_bucketed`` in csrc/rank_sort_bucketed_math.h),
 and the Triton compaction with the constants below (backends/triton_pairwise.py).
 
 A row with n positives and ñ negatives left after pruning costs the pairwise algorithm
@@ -11,8 +11,9 @@ n·ñ positive-negative and n² positive-positive pair evaluations, and the buck
 ~log2(2n) steps per element (bucket search, histogram and Fenwick updates). In units of a
 positive-negative pair:
 
-    bucketed  iff  n ≥ 2  and  n·(ñ + positive_pairs·n) >
-                               log2(2n)·(per_negative·ñ + per_positive·n) + bucketed_positive_pairs·n²
+    bucketed  iff  n ≥ 2  and
+        n·(ñ + positive_pairs·n) > log2(2n)·(per_negative·ñ + per_positive·n)
+                                   + bucketed_positive_pairs·n²
 
 (the last term for the GPU kernels, whose bucketed path keeps the positive-positive terms on
 the pairwise P×P tiles and replaces only the positive-negative ones; 0 for CPU and torch).

@@ -15,7 +15,7 @@ from functools import lru_cache
 import torch
 
 from . import ALGORITHM_CODES, Backend, accumulation_dtype, cost_model
-from . import sm_count as _sm_count   # a module global, so tests can stand in a count
+from . import sm_count as _sm_count  # a module global, so tests can stand in a count
 
 try:
     from rspose_kernels import _C
@@ -92,11 +92,11 @@ def _params(s, y, delta, pos_thr, exact, need_grad, algorithm, cost, outputs):
     return p
 
 
-def _outputs(m, l, need_grad, acc, device):
+def _outputs(m, length, need_grad, acc, device):
     rank = torch.empty(m, dtype=acc, device=device)
     sort = torch.empty(m, dtype=acc, device=device)
     npos = torch.empty(m, dtype=torch.int32, device=device)
-    grad = torch.empty((m, l) if need_grad else (0,), dtype=acc, device=device)
+    grad = torch.empty((m, length) if need_grad else (0,), dtype=acc, device=device)
     return rank, sort, npos, grad
 
 

@@ -8,8 +8,6 @@ positive counts.
 """
 from __future__ import annotations
 
-import torch
-
 from . import Backend, cost_model, torch_bucketed, torch_pairwise
 
 # Set by hand, not fitted: the torch code's per-call overheads swamp a fit at the sizes a CPU

@@ -39,19 +39,19 @@ SORTED_HISTOGRAMS = None
 
 def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
     acc = accumulation_dtype(scores.dtype)
-    m, l = scores.shape
+    m, length = scores.shape
     s = scores.to(WORK)
     y = labels.to(WORK)
     pos = y > pos_thr
     npos = pos.sum(1)
     rank = s.new_zeros(m)
     sort = s.new_zeros(m)
-    grad = s.new_zeros(m, l) if need_grad else None
+    grad = s.new_zeros(m, length) if need_grad else None
     counts = npos.tolist()
     pmax = max(counts, default=0)
     if pmax > 0:
         block_p = min(pmax, max(1, PAIR_BUDGET // pmax))
-        block_r = max(1, PAIR_BUDGET // max(l, pmax * block_p))
+        block_r = max(1, PAIR_BUDGET // max(length, pmax * block_p))
         for r0 in range(0, m, block_r):
             rows = slice(r0, min(m, r0 + block_r))
             p = max(counts[rows])
@@ -104,7 +104,7 @@ def _ramp_mass(c, cs, s_i, inv2d):
 
 def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad, pp_dtype):
     """Rows [R, L] with at most p positives -> (rank [R], sort [R], grad [R, L] or None)."""
-    r, l = s.shape
+    r, length = s.shape
     dev = s.device
     hard = delta == 0
     inv2d = 0.0 if hard else 0.5 / delta
@@ -113,9 +113,9 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad, pp_dtype):
     # Positives into slots [R, p] in index order (others into a dump slot p), then sorted by
     # score; padded slots hold +inf, beyond every breakpoint a finite score can reach.
     slot = torch.where(pos, pos.cumsum(1) - 1, p)
-    elem = torch.arange(l, device=dev).expand(r, l)
+    elem = torch.arange(length, device=dev).expand(r, length)
     u = s.new_full((r, p + 1), inf).scatter_(1, slot, s)[:, :p]
-    pe = torch.full((r, p + 1), l, device=dev).scatter_(1, slot, elem)[:, :p]
+    pe = torch.full((r, p + 1), length, device=dev).scatter_(1, slot, elem)[:, :p]
     py = s.new_zeros(r, p + 1).scatter_(1, slot, y)[:, :p]
     u, order = torch.sort(u, dim=1, stable=True)
     pe = pe.gather(1, order)
@@ -231,5 +231,5 @@ def _rows(s, y, pos, npos, p, block_p, delta, exact, need_grad, pp_dtype):
     g_pos = torch.where(ok, g_pos.to(WORK) + torch.cat(self_term, 1).to(WORK), 0.0)
     # One addend per element (positives have distinct indices; padded slots add 0 to the dump
     # column l), so this scatter_add_ is deterministic even with atomics.
-    grad = torch.nn.functional.pad(g_neg, (0, 1)).scatter_add_(1, pe, g_pos)[:, :l]
+    grad = torch.nn.functional.pad(g_neg, (0, 1)).scatter_add_(1, pe, g_pos)[:, :length]
     return lr_sum.to(WORK) / n, es_sum.to(WORK) / n, grad / n[:, None]

@@ -43,12 +43,12 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
     acc = accumulation_dtype(scores.dtype)
     s = scores.to(acc)
     y = labels.to(acc)
-    m, l = s.shape
+    m, length = s.shape
     pos = y > pos_thr
     npos = pos.sum(1)
     rank = s.new_zeros(m)
     sort = s.new_zeros(m)
-    grad = s.new_zeros(m, l) if need_grad else None
+    grad = s.new_zeros(m, length) if need_grad else None
 
     counts = npos.tolist()
     pmax = max(counts, default=0)
@@ -56,8 +56,8 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad):
         # Positives first, in index order: slot p of row r holds its p-th positive.
         order = torch.argsort((~pos).to(torch.int8), dim=1, stable=True)
         neg_f = (~pos).to(acc)
-        block_p = min(pmax, max(1, PAIR_BUDGET // l))
-        block_r = max(1, PAIR_BUDGET // (block_p * l))
+        block_p = min(pmax, max(1, PAIR_BUDGET // length))
+        block_r = max(1, PAIR_BUDGET // (block_p * length))
         for r0 in range(0, m, block_r):
             rows = slice(r0, min(m, r0 + block_r))
             n_slots = max(counts[r0:r0 + block_r])

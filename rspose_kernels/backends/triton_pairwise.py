@@ -118,12 +118,13 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
                 (live & ((mag < float("inf")) == 0)).to(tl.int32), 0))
     tl.store(npos_ptr + row, n)
     if CHOOSE:
-        # The row's algorithm (docs/DESIGN.md §5b), chosen here from its counts (no host sync), by the
-        # rules of the CUDA compact_kernel: bucketed when forced (algorithm 1) or preferred by
-        # the cost model (2, cost_model.prefers_bucketed with the constants passed), provided
-        # its live scores are finite, δ resolves at their scale (δ ≥ 2^-20·max|s|) and its
-        # positives fit the sort (n ≤ max_pos). A bucketed row gets bsel = its kept negatives
-        # and nkeep = 0 (pass A / pass B then sweep its positives only); others bsel = −1.
+        # The row's algorithm (docs/DESIGN.md §5b), chosen here from its counts (no host
+        # sync) by cost_model's rule with this backend's constants (the C++ kernels'
+        # takes_bucketed): bucketed when forced (algorithm 1) or preferred by the cost model
+        # (2), provided its live scores are finite, δ resolves at their scale
+        # (δ ≥ RESOLVE·max|s|) and its positives fit the sort (n ≤ max_pos). float32 rows only,
+        # so no score reaches SPAN_LIMIT. A bucketed row gets bsel = its kept negatives and
+        # nkeep = 0 (pass A / pass B then sweep its positives only); others bsel = −1.
         bad = nonfinite > 0
         resolves = (delta == 0.0) | (_f64(delta) >= span.to(tl.float64) * _RESOLVE)
         nf = n.to(tl.float64)
