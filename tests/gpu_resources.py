@@ -2,15 +2,15 @@
 
 Triton: the real launcher (``triton_backend.rank_sort_rows`` and ``row_stats``) runs on empty
 CPU tensors at the benchmark shapes (docs/DESIGN.md §8), every dtype and mode, with its three
-kernels replaced by recorders, so nothing is launched and every launch argument is the launcher's own. Each
-launch is then specialised exactly as Triton's JIT would specialise it on the GPU (its own
-binder: dtypes, 16-byte alignment, integers equal to 1 or divisible by 16), deduplicated, and
-compiled by the real compiler (``triton.compile(ASTSource(...), target=GPUTarget(...))``,
-PTX and ptxas) for each target. The SM count, which sets the launcher's programs per row, is
-the target's (A100: 108, H100/H200: 132). Resources are read from Triton's own
-ptxas report (``TRITON_DUMP_PTXAS_LOG``): registers, stack frame, spills; shared memory is
-Triton's allocation plus ptxas' static count. A fresh cache directory per run, so every
-kernel really goes through ptxas.
+kernels replaced by recorders, so nothing is launched and every launch argument is the
+launcher's own. Each launch is then specialised exactly as Triton's JIT would specialise it on
+the GPU (its own binder: dtypes, 16-byte alignment, integers equal to 1 or divisible by 16),
+deduplicated, and compiled by the real compiler (``triton.compile(ASTSource(...),
+target=GPUTarget(...))``, PTX and ptxas) for each target. The SM count, which sets the
+launcher's programs per row, is the target's (A100: 108, H100/H200: 132). Resources are read
+from Triton's own ptxas report (``TRITON_DUMP_PTXAS_LOG``): registers, stack frame, spills;
+shared memory is Triton's allocation plus ptxas' static count. A fresh cache directory per run,
+so every kernel really goes through ptxas.
 
 CUDA: ``csrc/cuda/rank_sort_cuda.cu`` compiled by nvcc with ``-Xptxas -v`` for both targets
 (the flags of CMakeLists.txt), the ptxas report parsed per kernel, and each kernel's block
@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,8 +80,9 @@ def spec_calls():
 def record_triton_launches(sms: int):
     """Every launch the launcher makes at the benchmark calls, dtypes and modes, on ``sms`` SMs."""
     import torch
-    import rspose_kernels.backends.triton_bucketed as tb
+
     import rspose_kernels.backends.triton_backend as tk
+    import rspose_kernels.backends.triton_bucketed as tb
     from rspose_kernels.backends import accumulation_dtype
 
     if tk._INTERPRETED:
@@ -319,14 +319,15 @@ def launch_shapes(sms=132) -> str:
     """Pass A / pass B launch sizes and work at the benchmark shapes, before and after
     (markdown)."""
     import torch
+
     from rspose_kernels import _C
     from rspose_kernels.testing import SHAPES, shape_case
 
     tuning = _C.CudaTuning()
     tuning.sms = sms
-    lines = [f"| call | regime | rows × L | positives/row | kept neg./row | pass A CTAs "
-             f"before → after (items) | pass B CTAs before → after (warp items, split) | pass A+B "
-             f"Ginstr before → after |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| call | regime | rows × L | positives/row | kept neg./row | pass A CTAs "
+             "before → after (items) | pass B CTAs before → after (warp items, split) | pass A+B "
+             "Ginstr before → after |", "|---|---|---|---|---|---|---|---|"]
     for name in SHAPES:
         for regime in ("init", "trained"):
             scores, targets, weight = shape_case(name, regime=regime)
@@ -349,6 +350,7 @@ def launch_shapes(sms=132) -> str:
 
 def _shape_row(what, regime, s, y, tau, tuning, delta=0.5):
     import torch
+
     from rspose_kernels import _C
     m, length = s.shape
     pos = y > tau
@@ -417,7 +419,6 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("gpu_resources.py: unset TRITON_INTERPRET (the real compiler is needed)")
-    sys.path.insert(0, str(ROOT))
     if a.launch_shapes:
         print(launch_shapes())
         return

@@ -13,8 +13,7 @@ import torch
 
 import rspose_kernels as rk
 from rspose_kernels.testing import ROW_CASES, heatmap_case, random_rows, row_case
-from tests.reference.parity import (MODE_DELTAS, MODES, against_reference, assert_parity,
-                                    require)
+from tests.reference.parity import MODE_DELTAS, MODES, against_reference, assert_parity, require
 
 native = require("rspose_kernels.backends.native", "RSPOSE_REQUIRE_NATIVE",
                  "rspose_kernels._C is not built")

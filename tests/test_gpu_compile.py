@@ -1,14 +1,13 @@
 """What the real GPU compilers say about every kernel, checked without a GPU.
 
-tests/gpu_resources.py (run here in a subprocess, since this process has the Triton
-interpreter on) records every Triton launch of the real launcher at the benchmark shapes
-(docs/DESIGN.md §8), every dtype and mode, compiles each distinct variant with Triton's
-compiler for sm_80 and sm_90, and compiles csrc/cuda with nvcc -Xptxas -v for both. These tests hold the results to what the
-hardware allows: the compile succeeds, nothing spills (ptxas' own counts; the CUDA kernels
-have no stack frame at all), the registers of a block fit the SM's register file (so at least
-one block is resident), shared memory stays under the per-block limit, and no float32
-division is approximate. The numbers themselves are tabulated in docs/GPU_RESOURCES.md.
-"""
+tests/gpu_resources.py (run here in a subprocess, since this process has the Triton interpreter
+on) records every Triton launch of the real launcher at the benchmark shapes (docs/DESIGN.md
+§8), every dtype and mode, compiles each distinct variant with Triton's compiler for sm_80 and
+sm_90, and compiles csrc/cuda with nvcc -Xptxas -v for both. These tests hold the results to
+what the hardware allows: the compile succeeds, nothing spills (ptxas' own counts; the CUDA
+kernels have no stack frame at all), the registers of a block fit the SM's register file (so at
+least one block is resident), shared memory stays under the per-block limit, and no float32
+division is approximate. The numbers themselves are tabulated in docs/GPU_RESOURCES.md."""
 import json
 import os
 import subprocess
@@ -29,10 +28,9 @@ triton = require("triton", "RSPOSE_REQUIRE_TRITON", "triton is not installed")
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu_resources")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     out = tmp / "report.json"
-    run = subprocess.run([sys.executable, str(HERE / "gpu_resources.py"), "--json", str(out)],
-                         env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run([sys.executable, "-m", "tests.gpu_resources", "--json", str(out)],
+                         cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-8000:]
     return json.loads(out.read_text())
 

@@ -21,7 +21,7 @@ torch_pairwise). The positive counts are read
 on the host to size the blocks, as in torch_pairwise. Deterministic on every device: on CUDA the
 histograms' suffix sums come from a stable sort of the bucket indices and prefix sums, since
 ``scatter_add_``'s float atomics there would change the last bits from run to run; on the CPU
-``scatter_add_`` adds in index order and is 25–35% faster at the SPEC shapes.
+``scatter_add_`` adds in index order and is 25–35% faster at the benchmark shapes.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ SORT_MAX = 4096
 def max_positives(length: int) -> int:
     """The most positives a bucketed row of ``length`` may have (its sort block and its
     workspace; rows with more stay pairwise): at most L/8 (at least 64) of the row, and at
-    most SORT_MAX, as csrc/cuda's np_cap for float32. The SPEC shapes have n ≤ L/20."""
+    most SORT_MAX, as csrc/cuda's np_cap for float32. The benchmark shapes have n ≤ L/20."""
     return max(1, min(length, SORT_MAX, max(64, -(-length // 8))))
 
 
