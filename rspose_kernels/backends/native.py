@@ -34,8 +34,9 @@ _DTYPE_CODE = {
 
 # The kernels' cost constants (cost_model.CostModel), passed to _C at each call.
 # CPU: fitted on the 2-core CPU machine by
-#   python -m bench.calibrate --providers cpu/pairwise,cpu/bucketed
-# (docs/MEASUREMENTS.md, "cpu cost constants").
+#   python3 -m bench.run --providers cpu/pairwise,cpu/bucketed --cpu-time --calibrate
+# (`python3 -m bench.calibrate` refits from results.csv; docs/MEASUREMENTS.md, "cpu cost
+# constants").
 CPU_COST = cost_model.CostModel(per_negative=7.75, per_positive=56.1, positive_pairs=1.17)
 # CUDA: not measured on a GPU yet; set from the kernels' shape (docs/MEASUREMENTS.md, "cuda
 # cost constants"). With them the benchmark shapes' init rows go bucketed and the trained ones
