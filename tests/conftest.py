@@ -1,5 +1,4 @@
 import os
-import sys
 
 import pytest
 import torch  # importing torch does not import triton
@@ -10,12 +9,6 @@ import torch  # importing torch does not import triton
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.reference import parity  # noqa: E402 (after TRITON_INTERPRET is chosen)
-
-# The helpers' old top-level name, for the test files that still write `from parity import`
-# (tests/test_cuda_bucketed.py, test_cuda_launch.py, test_gpu_compile.py): remove once they
-# import tests.reference.parity.
-sys.modules.setdefault("parity", parity)
 
 
 @pytest.fixture(autouse=True)

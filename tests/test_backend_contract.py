@@ -164,14 +164,9 @@ def test_no_rows_and_empty_rows(backend, device, algorithm):
 
 
 @place
-def test_rows_of_length_zero(backend, device, algorithm, request):
+def test_rows_of_length_zero(backend, device, algorithm):
     # Rows of L = 0 elements, M = 3 and M = 0 (the public API refuses L = 0; the contract
     # does not).
-    if (backend, algorithm) == ("torch", "bucketed"):
-        # torch_backend.bucketed_plan -> cost_model.row_counts takes amin over L = 0.
-        request.applymarker(pytest.mark.xfail(
-            raises=IndexError, strict=True,
-            reason="cost_model.row_counts fails on rows of length 0 (amin over an empty dim)"))
     fn = rows_fn(backend, algorithm)
     for m in (3, 0):
         scores, labels = random_rows(m, 0, seed=12, device=device)

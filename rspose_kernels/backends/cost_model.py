@@ -84,6 +84,8 @@ def row_counts(scores: torch.Tensor, labels: torch.Tensor, delta: float, pos_thr
     """
     pos = labels > pos_thr
     n = pos.sum(1)
+    if scores.shape[1] == 0:   # no element: nothing to count, nothing to take (amin needs one)
+        return RowCounts(n, n, n > 0)
     inf = torch.full((), torch.inf, dtype=scores.dtype, device=scores.device)
     smin = torch.where(pos, scores, inf).amin(1, keepdim=True)
     live = pos | ~(scores < smin - delta)          # not prunable (a NaN never prunes)
