@@ -187,12 +187,13 @@ def _plan_cuda(scores, labels, delta, pos_thr, algorithm="auto"):
 
 
 # Both kernels have both algorithms (csrc/cpu/rank_sort_bucketed_cpu.h,
-# csrc/cuda/rank_sort_bucketed_kernels.cuh) and choose per row under "auto".
+# csrc/cuda/rank_sort_bucketed_kernels.cuh) and choose per row under "auto". They share
+# is_available: dispatch asks a record only about the devices it lists.
 BACKENDS = (
     Backend(name="cpu", devices=("cpu",), algorithms=("pairwise", "bucketed"),
-            is_available=lambda device_type: device_type == "cpu",
+            is_available=is_available,
             rank_sort_rows=_rank_sort_cpu, bucketed_plan=_plan_cpu),
     Backend(name="cuda", devices=("cuda",), algorithms=("pairwise", "bucketed"),
-            is_available=lambda device_type: device_type == "cuda" and _cuda_usable(),
+            is_available=is_available,
             rank_sort_rows=_rank_sort_cuda, bucketed_plan=_plan_cuda),
 )
