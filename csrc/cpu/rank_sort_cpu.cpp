@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -44,7 +45,15 @@ namespace {
 #define RS_SIMD _Pragma("omp simd")
 
 constexpr int BP = 64;   // positives per pass-A item; their accumulators stay in L1
-constexpr int BE = 256;  // elements per pass-B item
+constexpr int BE = 256;  // elements per pass-B item, at most
+// Lanes a block is padded to: one AVX2 vector of float (the AVX-512 clone runs the last 8 as a
+// shorter vector). Rows at the package's defaults have 20-70 positives, so padding to 16 or
+// to a fixed 256-element pass-B block left most lanes idle (docs/CPU_PROFILE.md).
+constexpr int VL = 8;
+inline int32_t padded(int32_t cnt) { return (cnt + VL - 1) / VL * VL; }
+// Elements per chunk of the streaming passes over a row: a chunk with nothing to do is
+// skipped after one vectorised test.
+constexpr int CHUNK = 32;
 
 // Runs f(0..n-1) on up to `nthreads` threads pulling items from a shared counter. Which
 // thread runs an item never changes what the item computes.
@@ -99,8 +108,10 @@ inline int threads_for(double work, int nthreads) {
 
 template <typename T>
 struct Workspace {
-  std::vector<int32_t> idx;       // [M*L]: row r's compacted element indices at r*L
-  std::vector<T> cs;              // [M*L]: their scores
+  // [M*L], left uninitialised (only the first n + ñ slots of a row are ever written, and
+  // read): row r's compacted element indices and their scores at r*L.
+  std::unique_ptr<int32_t[]> idx;
+  std::unique_ptr<T[]> cs;
   std::vector<int32_t> npos;      // positives per row
   std::vector<int32_t> nneg;      // surviving negatives per row
   std::vector<uint8_t> bucketed;  // row goes to the bucketed algorithm
@@ -156,7 +167,7 @@ inline T term_b(T sj, T yj, T wj, const PosB<T>& q, const Step<T>& p) {
 }
 
 // Pass A for positives i0 .. i0+BP-1 of one compacted row (cs: [positives | negatives]).
-// The block is padded to a multiple of 16 with copies of its last positive, so the inner
+// The block is padded to a multiple of VL with copies of its last positive, so the inner
 // loops run whole vectors; the padding's results are never stored.
 template <typename T, bool HARD, bool EXACT>
 RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
@@ -164,7 +175,7 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
                                 Step<T> p, T* __restrict lr, T* __restrict es, T* __restrict coef) {
   constexpr int K = NCoef<EXACT>::K;
   const int32_t cnt = n - i0 < BP ? n - i0 : BP;
-  const int nb = (cnt + 15) / 16 * 16;
+  const int nb = padded(cnt);
   alignas(64) T si[BP], yi[BP];
   alignas(64) T F[BP], Tt[BP], Z[BP], C[BP], D[BP];
   alignas(64) T Fd[BP], Td[BP], Zd[BP], Cd[BP], Dd[BP];
@@ -249,20 +260,20 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
   }
 }
 
-// Pass B sweep of one block of BE elements over the positives listed in `act` (index
-// order): g[j] += term(i) for each i in turn, four positives per trip, so each gradient is
-// the sequential sum over i.
+// Pass B sweep of one block of nb elements (a multiple of VL, at most BE) over the positives
+// listed in `act` (index order): g[j] += term(i) for each i in turn, four positives per trip,
+// so each gradient is the sequential sum over i.
 template <typename T, bool HARD, bool EXACT, bool NEG>
 inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __restrict wj,
-                    T* __restrict g, const T* cs, const T* py, const T* coef, const int32_t* act,
-                    int na, const Step<T>& p) {
+                    T* __restrict g, int nb, const T* cs, const T* py, const T* coef,
+                    const int32_t* act, int na, const Step<T>& p) {
   int q = 0;
   for (; q + 4 <= na; q += 4) {
     const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
     const PosB<T> b = load_pos<T, EXACT>(cs, py, coef, act[q + 1]);
     const PosB<T> c = load_pos<T, EXACT>(cs, py, coef, act[q + 2]);
     const PosB<T> d = load_pos<T, EXACT>(cs, py, coef, act[q + 3]);
-    RS_SIMD for (int j = 0; j < BE; ++j) {
+    RS_SIMD for (int j = 0; j < nb; ++j) {
       T acc = g[j];
       acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
       acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], b, p);
@@ -273,7 +284,7 @@ inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __r
   }
   for (; q < na; ++q) {
     const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
-    RS_SIMD for (int j = 0; j < BE; ++j) g[j] +=
+    RS_SIMD for (int j = 0; j < nb; ++j) g[j] +=
         term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
   }
 }
@@ -289,9 +300,10 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
   const bool neg = j0 >= n;
   const int32_t end = neg ? n + nn : n;
   const int32_t cnt = end - j0 < BE ? end - j0 : BE;
+  const int nb = padded(cnt);
   alignas(64) T sj[BE], yj[BE], wj[BE], g[BE];
   T smax = -std::numeric_limits<T>::infinity();
-  for (int j = 0; j < BE; ++j) {
+  for (int j = 0; j < nb; ++j) {
     const int32_t k = j0 + (j < cnt ? j : cnt - 1);  // padded like pass A
     sj[j] = cs[k];
     yj[j] = neg ? T(0) : py[k];
@@ -309,9 +321,9 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
     for (int32_t i = c0; i < c1; ++i)
       if (!prunable(smax, cs[i] - p.delta)) act[na++] = i;
     if (neg)
-      sweep_b<T, HARD, EXACT, true>(sj, yj, wj, g, cs, py, coef, act, na, p);
+      sweep_b<T, HARD, EXACT, true>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
     else
-      sweep_b<T, HARD, EXACT, false>(sj, yj, wj, g, cs, py, coef, act, na, p);
+      sweep_b<T, HARD, EXACT, false>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
   }
   const T nf = T(n);
   for (int j = 0; j < cnt; ++j) {
@@ -321,42 +333,76 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
 }
 
 // One row's prep: compacts it into idx / cs as [positives | negatives that survive
-// row-level pruning] (index order; MATH.md: s_j < min_{i∈P} s_i − δ ⇒ H = H' = 0) and
-// chooses its algorithm (takes_bucketed, csrc/rank_sort_bucketed_math.h).
+// row-level pruning] (index order; MATH.md: s_j < min_{i∈P} s_i − δ ⇒ H = H' = 0), writes
+// the row's gradient zeros (grad_row, when not null: pass B and the bucketed path then
+// overwrite the live elements), and chooses its algorithm (takes_bucketed,
+// csrc/rank_sort_bucketed_math.h). Two streaming passes over the row, in chunks: a chunk
+// with no positive (pass 1) or nothing to keep (pass 2) costs one vectorised test, which is
+// almost every chunk of a trained head's rows.
 struct RowPrep {
   int32_t n, nn;  // positives, kept negatives
   bool bucketed;
 };
 
 template <typename T>
-RowPrep prep_row(const T* sr, const T* yr, int64_t L, T delta, T tau, int alg,
-                 const CostModel& cost, int32_t* idx, T* cs) {
+RS_CPU_CLONES RowPrep prep_row(const T* __restrict sr, const T* __restrict yr, int64_t L, T delta,
+                               T tau, int alg, const CostModel& cost, int32_t* __restrict idx,
+                               T* __restrict cs, T* __restrict grad_row) {
+  // Pass 1: the positives and their minimum score (NaN-propagating).
   int32_t n = 0;
   T smin = std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < L; ++j) {
-    if (yr[j] > tau) {
-      idx[n] = static_cast<int32_t>(j);
-      cs[n] = sr[j];
-      smin = nan_min(sr[j], smin);
-      ++n;
+  for (int64_t j0 = 0; j0 < L; j0 += CHUNK) {
+    const int64_t j1 = j0 + CHUNK < L ? j0 + CHUNK : L;
+    int any = 0;
+#pragma omp simd reduction(| : any)
+    for (int64_t j = j0; j < j1; ++j) any |= yr[j] > tau;
+    if (!any) continue;
+    for (int64_t j = j0; j < j1; ++j) {
+      if (yr[j] > tau) {
+        idx[n] = static_cast<int32_t>(j);
+        cs[n] = sr[j];
+        smin = nan_min(sr[j], smin);
+        ++n;
+      }
     }
   }
+  // Pass 2: the negatives at or above smin − δ (a NaN threshold keeps them all), and the
+  // gradient's zeros.
   int32_t nn = 0;
-  bool nonfinite = false;
-  double span = 0;  // max |s| over the row's positives and kept negatives
-  if (n > 0) {
-    const T thr = smin - delta;
-    for (int64_t j = 0; j < L; ++j) {
+  const T thr = smin - delta;
+  for (int64_t j0 = 0; n > 0 && j0 < L; j0 += CHUNK) {
+    const int64_t j1 = j0 + CHUNK < L ? j0 + CHUNK : L;
+    int any = 0;
+#pragma omp simd reduction(| : any)
+    for (int64_t j = j0; j < j1; ++j) any |= !(yr[j] > tau) & !prunable(sr[j], thr);
+    if (grad_row) {
+      RS_SIMD for (int64_t j = j0; j < j1; ++j) grad_row[j] = T(0);
+    }
+    if (!any) continue;
+    for (int64_t j = j0; j < j1; ++j) {
       if (!(yr[j] > tau) && !prunable(sr[j], thr)) {
         idx[n + nn] = static_cast<int32_t>(j);
         cs[n + nn] = sr[j];
         ++nn;
       }
     }
-    for (int32_t k = 0; alg != kPairwise && !nonfinite && k < n + nn; ++k) {
-      nonfinite = !std::isfinite(cs[k]);
-      span = std::max(span, std::fabs(static_cast<double>(cs[k])));
+  }
+  if (n == 0 && grad_row) std::memset(grad_row, 0, sizeof(T) * static_cast<size_t>(L));
+  // What the cost model needs of the live scores: their largest magnitude and whether one is
+  // NaN or ±inf (max and or: exact in any order, so the loop vectorises).
+  bool nonfinite = false;
+  double span = 0;
+  if (alg != kPairwise && n > 0) {
+    T m = T(0);
+    int bad = 0;
+#pragma omp simd reduction(max : m) reduction(| : bad)
+    for (int32_t k = 0; k < n + nn; ++k) {
+      const T a = std::fabs(cs[k]);
+      bad |= !(a <= std::numeric_limits<T>::max());
+      m = a > m ? a : m;
     }
+    nonfinite = bad != 0;
+    span = static_cast<double>(m);
   }
   // No capacity on the CPU: any row may go bucketed (n ≤ L).
   const bool b = takes_bucketed(n, nn, span, nonfinite, static_cast<double>(delta), alg, L, cost);
@@ -379,8 +425,8 @@ void run(const RankSortParams& prm) {
   const T delta = static_cast<T>(prm.delta), tau = static_cast<T>(prm.pos_thr);
   const Step<T> p{delta, HARD ? T(0) : T(1) / (T(2) * delta)};
   Workspace<T> w;
-  w.idx.resize(static_cast<size_t>(M * L));
-  w.cs.resize(static_cast<size_t>(M * L));
+  w.idx.reset(new int32_t[static_cast<size_t>(M * L)]);
+  w.cs.reset(new T[static_cast<size_t>(M * L)]);
   w.npos.assign(static_cast<size_t>(M), 0);
   w.nneg.assign(static_cast<size_t>(M), 0);
   w.bucketed.assign(static_cast<size_t>(M), 0);
@@ -388,11 +434,11 @@ void run(const RankSortParams& prm) {
   // prep: compaction, row-level pruning and each row's algorithm.
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
     const RowPrep rp = prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost,
-                                w.idx.data() + r * L, w.cs.data() + r * L);
+                                w.idx.get() + r * L, w.cs.get() + r * L,
+                                need_grad ? grad + r * L : nullptr);
     w.npos[r] = rp.n;
     w.nneg[r] = rp.nn;
     w.bucketed[r] = rp.bucketed;
-    if (need_grad) std::memset(grad + r * L, 0, sizeof(T) * static_cast<size_t>(L));
   });
 
   // Bucketed rows: whole, one per item (a row's work is O((n + ñ)·log n)), run in pass A's
@@ -422,7 +468,7 @@ void run(const RankSortParams& prm) {
   w.es.resize(static_cast<size_t>(ptot));
   if (need_grad) w.coef.resize(static_cast<size_t>(ptot * K));
   for (int64_t r = 0; r < M; ++r) {
-    const int32_t* idx = w.idx.data() + r * L;
+    const int32_t* idx = w.idx.get() + r * L;
     for (int32_t k = 0; k < w.npos[r]; ++k) {
       const T yk = y[r * L + idx[k]];
       w.py[w.poff[r] + k] = yk;
@@ -442,7 +488,7 @@ void run(const RankSortParams& prm) {
                [&](int64_t it) {
                  if (it < nrb) {
                    const int64_t r = rows_b[it];
-                   bucketed_row<T>(w.idx.data() + r * L, w.cs.data() + r * L, y + r * L,
+                   bucketed_row<T>(w.idx.get() + r * L, w.cs.get() + r * L, y + r * L,
                                    npos_out[r], w.nneg[r], static_cast<double>(delta), EXACT,
                                    need_grad, rank + r, sort + r,
                                    need_grad ? grad + r * L : nullptr);
@@ -452,7 +498,7 @@ void run(const RankSortParams& prm) {
                  const int64_t r = items_a[it] >> 32;
                  const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
                  const int64_t o = w.poff[r] + i0;
-                 pass_a_block<T, HARD, EXACT>(w.cs.data() + r * L, w.py.data() + w.poff[r],
+                 pass_a_block<T, HARD, EXACT>(w.cs.get() + r * L, w.py.data() + w.poff[r],
                                               w.pw.data() + w.poff[r], w.npos[r], w.nneg[r], i0, p,
                                               w.lr.data() + o, w.es.data() + o,
                                               need_grad ? w.coef.data() + o * K : nullptr);
@@ -483,7 +529,7 @@ void run(const RankSortParams& prm) {
   parallel_for(static_cast<int64_t>(items_b.size()), threads_for(pairs, nthreads), [&](int64_t it) {
     const int64_t r = items_b[it] >> 32;
     const int32_t j0 = static_cast<int32_t>(items_b[it] & 0xffffffff);
-    pass_b_block<T, HARD, EXACT>(w.idx.data() + r * L, w.cs.data() + r * L, w.py.data() + w.poff[r],
+    pass_b_block<T, HARD, EXACT>(w.idx.get() + r * L, w.cs.get() + r * L, w.py.data() + w.poff[r],
                                  w.pw.data() + w.poff[r], w.coef.data() + w.poff[r] * K, w.npos[r],
                                  w.nneg[r], j0, p, grad + r * L);
   });
@@ -507,7 +553,8 @@ void bucketed_rows_cpu(const RankSortParams& p, uint8_t* out) {
     std::vector<T> cs(static_cast<size_t>(p.L));
     for (int64_t r = 0; r < p.M; ++r)
       out[r] = prep_row(sc + r * p.L, y + r * p.L, p.L, static_cast<T>(p.delta),
-                        static_cast<T>(p.pos_thr), p.algorithm, p.cost, idx.data(), cs.data())
+                        static_cast<T>(p.pos_thr), p.algorithm, p.cost, idx.data(), cs.data(),
+                        static_cast<T*>(nullptr))
                    .bucketed;
   });
 }
