@@ -433,9 +433,9 @@ void run(const RankSortParams& prm) {
 
   // prep: compaction, row-level pruning and each row's algorithm.
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
-    const RowPrep rp = prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost,
-                                w.idx.get() + r * L, w.cs.get() + r * L,
-                                need_grad ? grad + r * L : nullptr);
+    const RowPrep rp =
+        prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost, w.idx.get() + r * L,
+                 w.cs.get() + r * L, need_grad ? grad + r * L : nullptr);
     w.npos[r] = rp.n;
     w.nneg[r] = rp.nn;
     w.bucketed[r] = rp.bucketed;
@@ -488,10 +488,9 @@ void run(const RankSortParams& prm) {
                [&](int64_t it) {
                  if (it < nrb) {
                    const int64_t r = rows_b[it];
-                   bucketed_row<T>(w.idx.get() + r * L, w.cs.get() + r * L, y + r * L,
-                                   npos_out[r], w.nneg[r], static_cast<double>(delta), EXACT,
-                                   need_grad, rank + r, sort + r,
-                                   need_grad ? grad + r * L : nullptr);
+                   bucketed_row<T>(w.idx.get() + r * L, w.cs.get() + r * L, y + r * L, npos_out[r],
+                                   w.nneg[r], static_cast<double>(delta), EXACT, need_grad,
+                                   rank + r, sort + r, need_grad ? grad + r * L : nullptr);
                    return;
                  }
                  it -= nrb;
