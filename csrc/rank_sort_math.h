@@ -32,10 +32,14 @@ struct Step {
 // because those drop NaN: a NaN score must give a NaN loss (docs/DESIGN.md §9), never a
 // finite one. `v < 0 ? 0 : v` also maps onto x86 max instructions with the NaN passing through.
 template <typename T>
-RS_HD T step_smooth(T x, T inv2d) {
-  T v = x * inv2d + T(0.5);
+RS_HD T clamp01(T v) {
   v = v < T(0) ? T(0) : v;
   return v > T(1) ? T(1) : v;
+}
+
+template <typename T>
+RS_HD T step_smooth(T x, T inv2d) {
+  return clamp01(x * inv2d + T(0.5));
 }
 
 // H(x) = [x ≥ 0] for δ = 0, NaN staying NaN.

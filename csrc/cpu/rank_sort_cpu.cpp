@@ -29,11 +29,13 @@
 #include <memory>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "../rank_sort_bucketed_math.h"
 #include "../rank_sort_math.h"
 #include "../rank_sort_params.h"
+#include "finite_step.h"
 #include "rank_sort_bucketed_cpu.h"
 
 namespace rspose {
@@ -108,13 +110,14 @@ inline int threads_for(double work, int nthreads) {
 
 template <typename T>
 struct Workspace {
-  // [M*L], left uninitialised (only the first n + ñ slots of a row are ever written, and
-  // read): row r's compacted element indices and their scores at r*L.
+  // [M*(L+1)], left uninitialised: row r's compacted element indices and their scores at
+  // r*(L+1), n + ñ of them live; prep_row writes scratch past them (at most up to slot L).
   std::unique_ptr<int32_t[]> idx;
   std::unique_ptr<T[]> cs;
   std::vector<int32_t> npos;      // positives per row
   std::vector<int32_t> nneg;      // surviving negatives per row
   std::vector<uint8_t> bucketed;  // row goes to the bucketed algorithm
+  std::vector<uint8_t> finite;    // row's live scores all finite (RowPrep::finite)
   std::vector<int64_t> poff;      // offset of row r's positives in the per-positive arrays
   std::vector<T> py, pw;          // per positive: y_i, 1 − y_i
   std::vector<T> lr, es;          // per positive: ℓR_i, eS_i
@@ -159,17 +162,17 @@ inline PosB<T> load_pos(const T* cs, const T* py, const T* coef, int32_t i) {
 }
 
 // One term of element j's pass-B sum for positive i: H(x_ij)·coef or H'(x_ij)·coef.
-template <typename T, bool HARD, bool EXACT, bool NEG>
+template <typename T, bool HARD, bool EXACT, bool NEG, bool FINITE>
 inline T term_b(T sj, T yj, T wj, const PosB<T>& q, const Step<T>& p) {
   const T x = sj - q.s;
   if (EXACT) return step_slope(x, p) * coef_b_exact(NEG, yj, wj, q.y, q.c0, q.c1, q.c2, q.c3, q.c4);
-  return step<T, HARD>(x, p) * coef_b_identity(NEG, yj, q.y, q.c0, q.c1);
+  return step_cpu<T, HARD, FINITE>(x, p) * coef_b_identity(NEG, yj, q.y, q.c0, q.c1);
 }
 
 // Pass A for positives i0 .. i0+BP-1 of one compacted row (cs: [positives | negatives]).
 // The block is padded to a multiple of VL with copies of its last positive, so the inner
 // loops run whole vectors; the padding's results are never stored.
-template <typename T, bool HARD, bool EXACT>
+template <typename T, bool HARD, bool EXACT, bool FINITE>
 RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
                                 const T* __restrict pw, int32_t n, int32_t nn, int32_t i0,
                                 Step<T> p, T* __restrict lr, T* __restrict es, T* __restrict coef) {
@@ -195,10 +198,10 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
     RS_SIMD for (int i = 0; i < nb; ++i) {
       const T x0 = s0 - si[i], x1 = s1 - si[i], x2 = s2 - si[i], x3 = s3 - si[i];
       T f = F[i];
-      f += step<T, HARD>(x0, p);
-      f += step<T, HARD>(x1, p);
-      f += step<T, HARD>(x2, p);
-      f += step<T, HARD>(x3, p);
+      f += step_cpu<T, HARD, FINITE>(x0, p);
+      f += step_cpu<T, HARD, FINITE>(x1, p);
+      f += step_cpu<T, HARD, FINITE>(x2, p);
+      f += step_cpu<T, HARD, FINITE>(x3, p);
       F[i] = f;
       if (EXACT) {
         T fd = Fd[i];
@@ -214,7 +217,7 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
     const T sj = neg[j];
     RS_SIMD for (int i = 0; i < nb; ++i) {
       const T x = sj - si[i];
-      F[i] += step<T, HARD>(x, p);
+      F[i] += step_cpu<T, HARD, FINITE>(x, p);
       if (EXACT) Fd[i] += step_slope(x, p);
     }
   }
@@ -225,7 +228,7 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
       const T x = sj - si[i];
       const bool ge = yj >= yi[i];
       SumsA<T> a{F[i], Tt[i], Z[i], C[i], D[i]};
-      accumulate_a(a, step<T, HARD>(x, p), true, ge, wj);
+      accumulate_a(a, step_cpu<T, HARD, FINITE>(x, p), true, ge, wj);
       F[i] = a.F;
       Tt[i] = a.T_;
       Z[i] = a.Z;
@@ -263,7 +266,7 @@ RS_CPU_CLONES void pass_a_block(const T* __restrict cs, const T* __restrict py,
 // Pass B sweep of one block of nb elements (a multiple of VL, at most BE) over the positives
 // listed in `act` (index order): g[j] += term(i) for each i in turn, four positives per trip,
 // so each gradient is the sequential sum over i.
-template <typename T, bool HARD, bool EXACT, bool NEG>
+template <typename T, bool HARD, bool EXACT, bool NEG, bool FINITE>
 inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __restrict wj,
                     T* __restrict g, int nb, const T* cs, const T* py, const T* coef,
                     const int32_t* act, int na, const Step<T>& p) {
@@ -275,23 +278,23 @@ inline void sweep_b(const T* __restrict sj, const T* __restrict yj, const T* __r
     const PosB<T> d = load_pos<T, EXACT>(cs, py, coef, act[q + 3]);
     RS_SIMD for (int j = 0; j < nb; ++j) {
       T acc = g[j];
-      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
-      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], b, p);
-      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], c, p);
-      acc += term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], d, p);
+      acc += term_b<T, HARD, EXACT, NEG, FINITE>(sj[j], yj[j], wj[j], a, p);
+      acc += term_b<T, HARD, EXACT, NEG, FINITE>(sj[j], yj[j], wj[j], b, p);
+      acc += term_b<T, HARD, EXACT, NEG, FINITE>(sj[j], yj[j], wj[j], c, p);
+      acc += term_b<T, HARD, EXACT, NEG, FINITE>(sj[j], yj[j], wj[j], d, p);
       g[j] = acc;
     }
   }
   for (; q < na; ++q) {
     const PosB<T> a = load_pos<T, EXACT>(cs, py, coef, act[q]);
     RS_SIMD for (int j = 0; j < nb; ++j) g[j] +=
-        term_b<T, HARD, EXACT, NEG>(sj[j], yj[j], wj[j], a, p);
+        term_b<T, HARD, EXACT, NEG, FINITE>(sj[j], yj[j], wj[j], a, p);
   }
 }
 
 // Pass B for compacted elements j0 .. j0+BE-1 of one row: negatives when j0 ≥ n, else
 // positives (items never straddle the two). Writes their gradients, already divided by n.
-template <typename T, bool HARD, bool EXACT>
+template <typename T, bool HARD, bool EXACT, bool FINITE>
 RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restrict cs,
                                 const T* __restrict py, const T* __restrict pw,
                                 const T* __restrict coef, int32_t n, int32_t nn, int32_t j0,
@@ -321,9 +324,9 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
     for (int32_t i = c0; i < c1; ++i)
       if (!prunable(smax, cs[i] - p.delta)) act[na++] = i;
     if (neg)
-      sweep_b<T, HARD, EXACT, true>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
+      sweep_b<T, HARD, EXACT, true, FINITE>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
     else
-      sweep_b<T, HARD, EXACT, false>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
+      sweep_b<T, HARD, EXACT, false, FINITE>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
   }
   const T nf = T(n);
   for (int j = 0; j < cnt; ++j) {
@@ -342,6 +345,7 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
 struct RowPrep {
   int32_t n, nn;  // positives, kept negatives
   bool bucketed;
+  bool finite;  // every live score is finite (step_cpu's FINITE path may take the row)
 };
 
 template <typename T>
@@ -357,13 +361,15 @@ RS_CPU_CLONES RowPrep prep_row(const T* __restrict sr, const T* __restrict yr, i
 #pragma omp simd reduction(| : any)
     for (int64_t j = j0; j < j1; ++j) any |= yr[j] > tau;
     if (!any) continue;
+    // Branch-free compaction: every element is written at the next free slot, which only
+    // advances past a positive (positives sit at unpredictable places within a chunk). The
+    // slots past the row's last live element are scratch (idx / cs have L + 1 per row).
     for (int64_t j = j0; j < j1; ++j) {
-      if (yr[j] > tau) {
-        idx[n] = static_cast<int32_t>(j);
-        cs[n] = sr[j];
-        smin = nan_min(sr[j], smin);
-        ++n;
-      }
+      const bool pos = yr[j] > tau;
+      idx[n] = static_cast<int32_t>(j);
+      cs[n] = sr[j];
+      smin = pos ? nan_min(sr[j], smin) : smin;
+      n += pos;
     }
   }
   // Pass 2: the negatives at or above smin − δ (a NaN threshold keeps them all), and the
@@ -380,19 +386,17 @@ RS_CPU_CLONES RowPrep prep_row(const T* __restrict sr, const T* __restrict yr, i
     }
     if (!any) continue;
     for (int64_t j = j0; j < j1; ++j) {
-      if (!(yr[j] > tau) && !prunable(sr[j], thr)) {
-        idx[n + nn] = static_cast<int32_t>(j);
-        cs[n + nn] = sr[j];
-        ++nn;
-      }
+      idx[n + nn] = static_cast<int32_t>(j);
+      cs[n + nn] = sr[j];
+      nn += !(yr[j] > tau) & !prunable(sr[j], thr);
     }
   }
   if (n == 0 && grad_row) std::memset(grad_row, 0, sizeof(T) * static_cast<size_t>(L));
-  // What the cost model needs of the live scores: their largest magnitude and whether one is
-  // NaN or ±inf (max and or: exact in any order, so the loop vectorises).
+  // What the cost model and step_cpu need of the live scores: their largest magnitude and
+  // whether one is NaN or ±inf (max and or: exact in any order, so the loop vectorises).
   bool nonfinite = false;
   double span = 0;
-  if (alg != kPairwise && n > 0) {
+  if (n > 0) {
     T m = T(0);
     int bad = 0;
 #pragma omp simd reduction(max : m) reduction(| : bad)
@@ -406,7 +410,7 @@ RS_CPU_CLONES RowPrep prep_row(const T* __restrict sr, const T* __restrict yr, i
   }
   // No capacity on the CPU: any row may go bucketed (n ≤ L).
   const bool b = takes_bucketed(n, nn, span, nonfinite, static_cast<double>(delta), alg, L, cost);
-  return RowPrep{n, nn, b};
+  return RowPrep{n, nn, b, !nonfinite};
 }
 
 template <typename T, int MODE>
@@ -425,20 +429,25 @@ void run(const RankSortParams& prm) {
   const T delta = static_cast<T>(prm.delta), tau = static_cast<T>(prm.pos_thr);
   const Step<T> p{delta, HARD ? T(0) : T(1) / (T(2) * delta)};
   Workspace<T> w;
-  w.idx.reset(new int32_t[static_cast<size_t>(M * L)]);
-  w.cs.reset(new T[static_cast<size_t>(M * L)]);
+  const int64_t LS = L + 1;  // a row's slots in idx / cs (prep_row's scratch writes)
+  w.idx.reset(new int32_t[static_cast<size_t>(M * LS)]);
+  w.cs.reset(new T[static_cast<size_t>(M * LS)]);
   w.npos.assign(static_cast<size_t>(M), 0);
   w.nneg.assign(static_cast<size_t>(M), 0);
   w.bucketed.assign(static_cast<size_t>(M), 0);
+  w.finite.assign(static_cast<size_t>(M), 0);
+  // step_cpu's FINITE path: float rows with finite scores, the smooth ramp, a finite 1/(2δ).
+  const bool fast = std::is_same_v<T, float> && !HARD && std::isfinite(p.inv2d);
 
   // prep: compaction, row-level pruning and each row's algorithm.
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
     const RowPrep rp =
-        prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost, w.idx.get() + r * L,
-                 w.cs.get() + r * L, need_grad ? grad + r * L : nullptr);
+        prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost, w.idx.get() + r * LS,
+                 w.cs.get() + r * LS, need_grad ? grad + r * L : nullptr);
     w.npos[r] = rp.n;
     w.nneg[r] = rp.nn;
     w.bucketed[r] = rp.bucketed;
+    w.finite[r] = fast && rp.finite;
   });
 
   // Bucketed rows: whole, one per item (a row's work is O((n + ñ)·log n)), run in pass A's
@@ -468,7 +477,7 @@ void run(const RankSortParams& prm) {
   w.es.resize(static_cast<size_t>(ptot));
   if (need_grad) w.coef.resize(static_cast<size_t>(ptot * K));
   for (int64_t r = 0; r < M; ++r) {
-    const int32_t* idx = w.idx.get() + r * L;
+    const int32_t* idx = w.idx.get() + r * LS;
     for (int32_t k = 0; k < w.npos[r]; ++k) {
       const T yk = y[r * L + idx[k]];
       w.py[w.poff[r] + k] = yk;
@@ -488,19 +497,21 @@ void run(const RankSortParams& prm) {
                [&](int64_t it) {
                  if (it < nrb) {
                    const int64_t r = rows_b[it];
-                   bucketed_row<T>(w.idx.get() + r * L, w.cs.get() + r * L, y + r * L, npos_out[r],
-                                   w.nneg[r], static_cast<double>(delta), EXACT, need_grad,
-                                   rank + r, sort + r, need_grad ? grad + r * L : nullptr);
+                   bucketed_row<T>(w.idx.get() + r * LS, w.cs.get() + r * LS, y + r * L,
+                                   npos_out[r], w.nneg[r], static_cast<double>(delta), EXACT,
+                                   need_grad, rank + r, sort + r,
+                                   need_grad ? grad + r * L : nullptr);
                    return;
                  }
                  it -= nrb;
                  const int64_t r = items_a[it] >> 32;
                  const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
                  const int64_t o = w.poff[r] + i0;
-                 pass_a_block<T, HARD, EXACT>(w.cs.get() + r * L, w.py.data() + w.poff[r],
-                                              w.pw.data() + w.poff[r], w.npos[r], w.nneg[r], i0, p,
-                                              w.lr.data() + o, w.es.data() + o,
-                                              need_grad ? w.coef.data() + o * K : nullptr);
+                 const auto block = w.finite[r] ? pass_a_block<T, HARD, EXACT, true>
+                                                : pass_a_block<T, HARD, EXACT, false>;
+                 block(w.cs.get() + r * LS, w.py.data() + w.poff[r], w.pw.data() + w.poff[r],
+                       w.npos[r], w.nneg[r], i0, p, w.lr.data() + o, w.es.data() + o,
+                       need_grad ? w.coef.data() + o * K : nullptr);
                });
 
   // Rows: means over positives in index order.
@@ -528,9 +539,11 @@ void run(const RankSortParams& prm) {
   parallel_for(static_cast<int64_t>(items_b.size()), threads_for(pairs, nthreads), [&](int64_t it) {
     const int64_t r = items_b[it] >> 32;
     const int32_t j0 = static_cast<int32_t>(items_b[it] & 0xffffffff);
-    pass_b_block<T, HARD, EXACT>(w.idx.get() + r * L, w.cs.get() + r * L, w.py.data() + w.poff[r],
-                                 w.pw.data() + w.poff[r], w.coef.data() + w.poff[r] * K, w.npos[r],
-                                 w.nneg[r], j0, p, grad + r * L);
+    const auto block =
+        w.finite[r] ? pass_b_block<T, HARD, EXACT, true> : pass_b_block<T, HARD, EXACT, false>;
+    block(w.idx.get() + r * LS, w.cs.get() + r * LS, w.py.data() + w.poff[r],
+          w.pw.data() + w.poff[r], w.coef.data() + w.poff[r] * K, w.npos[r], w.nneg[r], j0, p,
+          grad + r * L);
   });
 }
 
@@ -548,8 +561,8 @@ void bucketed_rows_cpu(const RankSortParams& p, uint8_t* out) {
     using T = typename decltype(s)::type;
     const T* sc = static_cast<const T*>(p.scores);
     const T* y = static_cast<const T*>(p.labels);
-    std::vector<int32_t> idx(static_cast<size_t>(p.L));
-    std::vector<T> cs(static_cast<size_t>(p.L));
+    std::vector<int32_t> idx(static_cast<size_t>(p.L) + 1);
+    std::vector<T> cs(static_cast<size_t>(p.L) + 1);
     for (int64_t r = 0; r < p.M; ++r)
       out[r] = prep_row(sc + r * p.L, y + r * p.L, p.L, static_cast<T>(p.delta),
                         static_cast<T>(p.pos_thr), p.algorithm, p.cost, idx.data(), cs.data(),
