@@ -26,6 +26,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -72,6 +73,39 @@ inline V* zeroed(std::vector<V>& v, size_t n) {
   return v.data();
 }
 
+// Longest run of keys in one table bin that bucket_scan scans; a row with a longer one (many
+// tied positive scores) takes bucket_lookup's binary search instead.
+constexpr int32_t kMaxScan = 8;
+
+// The most keys any bin of `b` holds (kMaxScan + 1 when over kMaxScan, or when `b` has no
+// table).
+inline int32_t max_bin_keys(const BucketTable& b) {
+  if (b.nbins == 0) return kMaxScan + 1;
+  int32_t m = 0;
+  for (int32_t t = 0; t < b.nbins; ++t) m = std::max(m, b.lut[t + 1] - b.lut[t]);
+  return std::min(m, kMaxScan + 1);
+}
+
+// bucket_lookup's answer, #{key ≤ s}, by counting over the `run` keys from the bin's first
+// one (then +inf sentinels): the keys are sorted, so those ≤ s are a prefix of the window
+// and their count is the step from the bin's start, with independent loads and no
+// data-dependent branch. The only branches are the (almost always false) checks that the
+// window held the answer, as in bucket_lookup: when the bin arithmetic's rounding points
+// elsewhere, the full search decides.
+__attribute__((always_inline)) inline int32_t bucket_scan(double s, const BucketTable& b,
+                                                          int32_t run) {
+  if (run > kMaxScan) return bucket_lookup(s, b);
+  const double t = (s - b.key[0]) * b.inv_width;
+  if (!(t >= 0.0 && t < static_cast<double>(b.nbins))) return bucket_lookup(s, b);
+  const int32_t lo = b.lut[static_cast<int32_t>(t)];
+  if (lo > 0 && b.key[lo - 1] > s) return bucket_of(s, b.key, b.nk);
+  int32_t c = 0;
+  for (int32_t k = 0; k < run; ++k) c += b.key[lo + k] <= s;
+  const int32_t q = lo + c;
+  if (q < b.nk && b.key[q] <= s) return bucket_of(s, b.key, b.nk);
+  return q;
+}
+
 template <typename T, bool HARD, bool EXACT>
 void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_t nn, double delta,
               bool need_grad, T* rank, T* sort, T* grad_row) {
@@ -99,7 +133,8 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   // 2. Keys, buckets, histograms.
   const int32_t nk = HARD ? n : 2 * n;
   const int32_t nb = nk + 1;  // buckets q = 0..nk
-  double* key = sized(S.key, static_cast<size_t>(nk));
+  // nk keys, then up to kMaxScan sentinels for bucket_scan.
+  double* key = sized(S.key, static_cast<size_t>(nk) + kMaxScan);
   int32_t* lo_before = sized(S.lo_before, static_cast<size_t>(nb));
   int32_t* ql = sized(S.ql, un);
   int32_t* qh = sized(S.qh, un);
@@ -130,16 +165,22 @@ void row_impl(const int32_t* idx, const T* cs, const T* y_row, int32_t n, int32_
   auto a_of = [&](int32_t q) { return HARD ? q : lo_before[q]; };
   auto b_of = [&](int32_t q) { return HARD ? q : q - lo_before[q]; };
 
-  // About one key per bin: the search after the table touches one or two keys.
-  const BucketTable table = bucket_table(key, nk, sized(S.lut, static_cast<size_t>(nk) + 1), nk);
+  // Eight bins per key: most bins hold no key or one, so a search after the table is a
+  // short branch-free count (bucket_scan); the answer is #{key ≤ s} however it is found.
+  const int32_t nbins = 8 * nk;
+  const BucketTable table =
+      bucket_table(key, nk, sized(S.lut, static_cast<size_t>(nbins) + 1), nbins);
+  const int32_t run = max_bin_keys(table);
+  if (run <= kMaxScan)
+    for (int32_t k = 0; k < run; ++k) key[nk + k] = INFINITY;  // the scan's sentinels
   int32_t* qpos = sized(S.qpos, un);
-  for (int32_t k = 0; k < n; ++k) qpos[k] = bucket_lookup(u[k], table);
+  for (int32_t k = 0; k < n; ++k) qpos[k] = bucket_scan(u[k], table, run);
   int32_t* qneg = sized(S.qneg, static_cast<size_t>(nn));
   double* sneg = sized(S.sneg, static_cast<size_t>(nn));
   double* ns = zeroed(S.neg_suf, static_cast<size_t>(nb + 1) * 2);
   for (int32_t j = 0; j < nn; ++j) {
     const double s = static_cast<double>(cs[n + j]) - offset;
-    const int32_t q = bucket_lookup(s, table);
+    const int32_t q = bucket_scan(s, table, run);
     sneg[j] = s;
     qneg[j] = q;
     ns[q * 2] += 1.0;
