@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rspose_kernels.losses import HEATMAP_POS_THR, SIMCC_POS_THR
+from rspose_kernels.losses import DEFAULT_DELTA, HEATMAP_POS_THR, SIMCC_POS_THR
 from rspose_kernels.testing import SHAPES, shape_case
 
 # --quick on a CPU: (batch, keypoints) per shape, the first b items and k keypoints of the
@@ -32,6 +32,7 @@ class Case:
     weight: torch.Tensor
     groups: list
     pos_thr: float
+    delta: float = DEFAULT_DELTA
     positives: int = 0
     pairs: int = 0
     rows: int = 0
@@ -45,7 +46,7 @@ class Case:
 
 
 def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
-              dtype=torch.float32, pos_thr=None) -> Case:
+              dtype=torch.float32, pos_thr=None, delta=None) -> Case:
     """The benchmark case of ``shape`` and ``regime``.
 
     Args:
@@ -54,6 +55,8 @@ def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
         device, dtype: of the scores.
         pos_thr: the heatmap τ (default the pose-level one, what spatial_rs_loss uses; the
             trained regime is trained at it); SimCC shapes keep SimCC's τ.
+        delta: the ramp half-width δ the losses are called with (default the package's,
+            ``rk.DEFAULT_DELTA``); the inputs do not depend on it.
 
     Returns:
         A :class:`Case`.
@@ -85,7 +88,8 @@ def make_case(shape, regime, batch=None, keypoints=None, *, device="cpu",
         pos_thr = heat_thr
         length = pred.shape[-1] * pred.shape[-2]
         groups = [(pred.detach().reshape(-1, length), target.reshape(-1, length))]
-    case = Case(shape, regime, b, k, pred, target, weight, groups, pos_thr)
+    delta = DEFAULT_DELTA if delta is None else float(delta)
+    case = Case(shape, regime, b, k, pred, target, weight, groups, pos_thr, delta)
     for _, labels in groups:
         npos = int((labels > pos_thr).sum())
         case.positives += npos

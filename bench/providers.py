@@ -16,7 +16,6 @@ from bench.cases import Case
 from bench.harness.timing import Policy
 from bench.rs_loop_baseline import loop_rank_sort_loss
 from rspose_kernels import dispatch
-from rspose_kernels.losses import DEFAULT_DELTA
 
 BASELINES = ("mse", "rs_loop")
 
@@ -68,7 +67,7 @@ def backend_provider(case: Case, name: str, device_type: str = "cpu") -> Provide
 
     def fn():
         return loss(case.pred, case.target, case.weight, backend=backend,
-                    algorithm=algorithm, pos_thr=case.pos_thr).loss
+                    algorithm=algorithm, pos_thr=case.pos_thr, delta=case.delta).loss
     return Provider(name, fn, case.leaves(), pairs=case.pairs, note=note)
 
 
@@ -77,7 +76,7 @@ def auto_note(case: Case, backend: str) -> str:
     plan = dispatch.backend_record(backend).bucketed_plan
     picked = rows = 0
     for scores, labels in case.groups:
-        picked += int(plan(scores, labels, DEFAULT_DELTA, case.pos_thr, "auto").sum())
+        picked += int(plan(scores, labels, case.delta, case.pos_thr, "auto").sum())
         rows += int((labels > case.pos_thr).any(1).sum())
     return f"auto: {picked}/{rows} rows bucketed"
 
@@ -119,7 +118,7 @@ def loop_provider(case: Case, policy: Policy) -> Provider:
     def fn():
         total = 0
         for leaf, labels, limits in parts:
-            total = total + loop_rank_sort_loss(leaf, labels, delta=DEFAULT_DELTA,
+            total = total + loop_rank_sort_loss(leaf, labels, delta=case.delta,
                                                 pos_thr=case.pos_thr, limits=limits)
         return total if parts else torch.zeros((), requires_grad=True)
 

@@ -50,7 +50,6 @@ from bench.harness.results import (
 )
 from bench.harness.timing import POLICIES, Policy, time_modes, timer_note
 from bench.providers import BASELINES, make_provider, providers_for
-from rspose_kernels.losses import DEFAULT_DELTA
 from rspose_kernels.testing import REGIMES, SHAPES
 
 
@@ -80,7 +79,7 @@ def bench_case(case: Case, names, device_type: str, policy: Policy, env: dict,
                                  prov.scale)
         base = dict(env, shape=case.shape, regime=case.regime, batch=case.batch,
                     keypoints=case.keypoints, rows=case.rows, provider=prov.name, load_avg=load,
-                    note=prov.note, pos_thr=case.pos_thr, delta=DEFAULT_DELTA)
+                    note=prov.note, pos_thr=case.pos_thr, delta=case.delta)
         rows += timing_rows(base, times, peak, prov.pairs)
         if progress:
             # Weights count the backends only; the baselines' time is absorbed in the rate.
@@ -107,6 +106,9 @@ def parse_args(argv=None):
     ap.add_argument("--pos-thr", type=float, default=None,
                     help="heatmap τ (default: the package's, rk.HEATMAP_POS_THR; the trained "
                          "regime is trained at it); SimCC shapes keep rk.SIMCC_POS_THR")
+    ap.add_argument("--delta", type=float, default=None,
+                    help="ramp half-width δ of every Rank & Sort call (default: the package's, "
+                         "rk.DEFAULT_DELTA); recorded in the CSV's delta column")
     ap.add_argument("--min-time", type=float,
                     help="seconds of timed runs per provider and mode, at least and at most "
                          "(0: one timed block; default: the policy's)")
@@ -186,7 +188,7 @@ def main(argv=None) -> int:
             skipped.append(f"{shape}/{regime}")
             continue
         case = make_case(shape, regime, *size(shape), device=device_type, dtype=dtype,
-                         pos_thr=args.pos_thr)
+                         pos_thr=args.pos_thr, delta=args.delta)
         # The estimate becomes the real pair count for this case's share of the bar.
         progress.total += (case.pairs - estimate_pairs(shape, *size(shape))) * n_rs
         rows = bench_case(case, names, device_type, policy, env, progress, args.cpu_time)
