@@ -15,6 +15,7 @@ The cost model is fitted on process CPU time, one thread:
     python3 -m bench.run --providers cpu/pairwise,cpu/bucketed --cpu-time
     python3 -m bench.calibrate                     # the latest such run
     python3 -m bench.calibrate --run RUN_ID --backend cpu
+    python3 -m bench.calibrate --run RUN_A,RUN_B     # one fit over both runs' cases
 """
 from __future__ import annotations
 
@@ -159,17 +160,25 @@ def latest_fittable_run(rows: list[dict]) -> str | None:
 
 def main(argv=None) -> int:
     ap = doc_parser(__doc__)
-    ap.add_argument("--run", help="a run_id (default: the latest run with both algorithms)")
+    ap.add_argument("--run", help="a run_id, or a comma list of them fitted together (e.g. "
+                                  "runs at two --pos-thr); default: the latest run with both "
+                                  "algorithms")
     ap.add_argument("--backend", help="comma list (default: every backend with both)")
     args = ap.parse_args(argv)
     rows = load_csv(args.csv)
-    run_id = args.run or latest_fittable_run(rows)
-    run = [r for r in rows if r["run_id"] == run_id]
+    run_ids = [r for r in (args.run or latest_fittable_run(rows) or "").split(",") if r]
+    run = [r for r in rows if r["run_id"] in run_ids]
     if not run:
         print(f"no run with <backend>/pairwise and <backend>/bucketed rows in {args.csv}",
               file=sys.stderr)
         return 1
-    print(f"# run {run_id} ({run[0]['run']}, {run[0]['device']}, {run[0]['date']})")
+    for run_id in run_ids:
+        first = next((r for r in run if r["run_id"] == run_id), None)
+        if first is None:
+            print(f"--run: no rows of run {run_id} in {args.csv}", file=sys.stderr)
+            return 1
+        print(f"# run {run_id} ({first['run']}, {first['device']}, {first['date']}, "
+              f"pos_thr {sorted({r['pos_thr'] for r in run if r['run_id'] == run_id})})")
     backends = [b for b in (args.backend or "").split(",") if b] or None
     print("\n".join(report(run, backends)))
     return 0

@@ -33,11 +33,11 @@ _DTYPE_CODE = {
 
 
 # The kernels' cost constants (cost_model.CostModel), passed to _C at each call.
-# CPU: fitted on the 2-core CPU machine by
-#   python3 -m bench.run --providers cpu/pairwise,cpu/bucketed --cpu-time --calibrate
-# (`python3 -m bench.calibrate` refits from results.csv; docs/MEASUREMENTS.md, "cpu cost
+# CPU: fitted on the 2-core CPU machine over two runs (the package's τ and τ = 0) of
+#   python3 -m bench.run --providers cpu/pairwise,cpu/bucketed --cpu-time [--pos-thr 0]
+# by `python3 -m bench.calibrate --run RUN_A,RUN_B` (docs/MEASUREMENTS.md, "cpu cost
 # constants").
-CPU_COST = cost_model.CostModel(per_negative=7.75, per_positive=56.1, positive_pairs=1.17)
+CPU_COST = cost_model.CostModel(per_negative=6.14, per_positive=132.0, positive_pairs=1.79)
 # CUDA: not measured on a GPU yet; set from the kernels' shape (docs/MEASUREMENTS.md, "cuda
 # cost constants"). With them the benchmark shapes' init rows go bucketed and the trained ones
 # stay pairwise; bench/cuda_sweep.py sweeps per_negative (RSPOSE_CUDA_BUCKET_COST) on a GPU.
