@@ -306,14 +306,21 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
   const int nb = padded(cnt);
   alignas(64) T sj[BE], yj[BE], wj[BE], g[BE];
   T smax = -std::numeric_limits<T>::infinity();
-  for (int j = 0; j < nb; ++j) {
+  RS_SIMD for (int j = 0; j < nb; ++j) {
     const int32_t k = j0 + (j < cnt ? j : cnt - 1);  // padded like pass A
     sj[j] = cs[k];
     yj[j] = neg ? T(0) : py[k];
     wj[j] = neg ? T(0) : pw[k];
     g[j] = T(0);
-    smax = (sj[j] != sj[j] || sj[j] > smax) ? sj[j] : smax;
   }
+  // The block's largest score, NaN when it holds one (max and or: exact in any order).
+  int any_nan = 0;
+#pragma omp simd reduction(max : smax) reduction(| : any_nan)
+  for (int j = 0; j < nb; ++j) {
+    smax = sj[j] > smax ? sj[j] : smax;
+    any_nan |= sj[j] != sj[j];
+  }
+  if (any_nan) smax = std::numeric_limits<T>::quiet_NaN();
   // Positives in chunks: those with every element of the block more than δ below them
   // contribute exact zeros and are dropped (a NaN smax drops nothing).
   constexpr int CH = 64;
@@ -328,11 +335,13 @@ RS_CPU_CLONES void pass_b_block(const int32_t* __restrict idx, const T* __restri
     else
       sweep_b<T, HARD, EXACT, false, FINITE>(sj, yj, wj, g, nb, cs, py, coef, act, na, p);
   }
+  // Divided in one vector loop, then scattered (the division dominated a scalar loop).
   const T nf = T(n);
-  for (int j = 0; j < cnt; ++j) {
+  RS_SIMD for (int j = 0; j < cnt; ++j) {
     const T self = neg ? T(0) : coef[static_cast<int64_t>(j0 + j) * K + (K - 1)];
-    grad_row[idx[j0 + j]] = neg ? g[j] / nf : (self + g[j]) / nf;
+    g[j] = neg ? g[j] / nf : (self + g[j]) / nf;
   }
+  for (int j = 0; j < cnt; ++j) grad_row[idx[j0 + j]] = g[j];
 }
 
 // One row's prep: compacts it into idx / cs as [positives | negatives that survive
