@@ -192,3 +192,20 @@ def test_readme_sections_are_generated(tmp_path):
 def test_readme_is_current():
     # README.md's generated sections are what bench.report makes of the committed CSVs.
     assert report.main(["--check-readme"]) == 0
+
+
+def test_quick_policy_times_fwd_bwd_only_and_the_table_says_so():
+    # bench.run --quick on a CPU: fwd+bwd alone, single calls (bench/harness/timing.py).
+    from bench.harness.timing import POLICIES, time_modes
+    quick = POLICIES[("cpu", "quick")]
+    assert quick.modes == ("full",) and quick.single_calls
+    case = make_case("vitpose", "trained", batch=1, keypoints=1)
+    prov = providers.make_provider(case, "mse", "cpu", quick)
+    times, _ = time_modes(prov.fn, prov.leaves, "cpu", quick)
+    assert list(times) == ["full"] and len(times["full"]) >= 3
+    assert all(t > 0 for t in times["full"])
+    env = environment("cpu", "quick", torch.float32)
+    rows = run.bench_case(case, ["mse"], "cpu", quick, env)
+    assert [r["mode"] for r in rows] == ["full"]
+    line = format_table(rows, header=False)
+    assert line.split()[4:6] == ["-", "-"], line

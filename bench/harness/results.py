@@ -47,7 +47,7 @@ def timing_rows(base: dict, times: dict, peak: float, pairs: int) -> list[dict]:
 
     Args:
         base: the columns every mode shares (provenance, case, provider, note, ...).
-        times: ``{mode: [ms per run]}``.
+        times: ``{mode: [ms per run]}`` (the modes timed; ``full`` always among them).
         peak: peak bytes (nan: not measured).
         pairs: pair evaluations one call stands for (0: not a ranking loss).
 
@@ -56,7 +56,7 @@ def timing_rows(base: dict, times: dict, peak: float, pairs: int) -> list[dict]:
         ratio_to_mse empty (:func:`add_ratios`).
     """
     out = []
-    for mode in MODES:
+    for mode in (m for m in MODES if m in times):
         med = quantile(times[mode], 0.5)
         out.append(dict(base, mode=mode, median_ms=med, p20_ms=quantile(times[mode], 0.2),
                         p80_ms=quantile(times[mode], 0.8), reps=len(times[mode]),
@@ -124,8 +124,8 @@ def table_line(cells) -> str:
 def format_table(rows: list[dict], header: bool = True) -> str:
     """The console table of result rows.
 
-    One line per (shape, regime, provider): the three medians, the fwd+bwd spread, peak
-    memory, and the pair rate and ratio to MSE of the fwd+bwd time.
+    One line per (shape, regime, provider): the three medians ("-" for a mode not timed), the
+    fwd+bwd spread, peak memory, and the pair rate and ratio to MSE of the fwd+bwd time.
     """
     by_key = {}
     for r in rows:
@@ -136,8 +136,8 @@ def format_table(rows: list[dict], header: bool = True) -> str:
         rate, ratio, peak = full["pairs_per_s"], full["ratio_to_mse"], full["peak_mem_mb"]
         lines.append(table_line((
             shape, regime, f"{full['batch']}x{full['keypoints']}", prov,
-            format_ms(modes["fwd"]["median_ms"], False), format_ms(modes["bwd"]["median_ms"],
-                                                                   False),
+            *(format_ms(modes[m]["median_ms"], False) if m in modes else "-"
+              for m in ("fwd", "bwd")),
             format_ms(full["median_ms"], False),
             f"{format_ms(full['p20_ms'], False)}-{format_ms(full['p80_ms'], False)}",
             str(full["reps"]), "-" if peak != peak else f"{peak:.3g}",

@@ -4,7 +4,9 @@ CUDA: ``triton.testing.do_bench`` (CUDA events, L2 flushed before every run, gra
 CPU: ``torch.utils.benchmark.Timer.adaptive_autorange`` on wall time, or on process CPU time
 (``time.process_time``, one thread) for ``--cpu-time``, which a loaded machine disturbs far less.
 Each mode is timed as its own series: ``fwd`` the call, ``bwd`` ``loss.backward`` on a graph
-kept for it (``retain_graph``), ``full`` the two together.
+kept for it (``retain_graph``), ``full`` the two together. The CPU quick policy times ``full``
+alone, a few single calls each (``Timer.timeit(1)``: ``adaptive_autorange`` first sizes a
+block over 0.05 s, which alone made the quick run take 26 s).
 """
 from __future__ import annotations
 
@@ -30,16 +32,22 @@ class Policy:
             timed once; on CUDA ``min_time`` alone sets the budget).
         loop_positives: the rs_loop sample has at most this many positives ...
         loop_pairs: ... and about this many pairs.
+        modes: the modes timed (of ``MODES``); the others are not measured.
+        single_calls: CPU: time single calls (``Timer.timeit(1)``, at least 3, until
+            ``min_time``) instead of ``adaptive_autorange``'s blocks.
     """
     warmup: int
     min_time: float
     max_time: float
     loop_positives: int
     loop_pairs: int
+    modes: tuple = MODES
+    single_calls: bool = False
 
 
 POLICIES = {
-    ("cpu", "quick"): Policy(1, 0.02, 0.05, 100, 500_000),
+    # quick: fwd+bwd only (no separate fwd / bwd series), single calls; see bench/run.py.
+    ("cpu", "quick"): Policy(1, 0.02, 0.05, 30, 150_000, modes=("full",), single_calls=True),
     ("cpu", "full"): Policy(1, 0.3, 1.0, 2_000, 50_000_000),   # <= ~1 s a mode: minutes in all
     ("cuda", "quick"): Policy(2, 0.05, 1.0, 300, 5_000_000),
     ("cuda", "full"): Policy(2, 0.25, 5.0, 2_000, 50_000_000),
@@ -66,6 +74,13 @@ def _series_cpu(stmt: str, setup: str, env: dict, policy: Policy, cpu_time: bool
     timer = Timer(stmt=stmt, setup=setup, globals=env,
                   timer=time.process_time if cpu_time else time.perf_counter,
                   num_threads=1 if cpu_time else torch.get_num_threads())
+    if policy.single_calls:
+        times, spent = [], 0.0
+        while len(times) < 3 or (spent < policy.min_time and spent < policy.max_time):
+            t = timer.timeit(1).times[0]
+            times.append(t * 1e3)
+            spent += t
+        return times
     # max_run_time 0 would mean "no limit" to the Timer: the smallest positive one instead.
     m = timer.adaptive_autorange(threshold=SPREAD, min_run_time=policy.min_time,
                                  max_run_time=max(policy.max_time, 1e-9))
@@ -86,7 +101,8 @@ def time_modes(fn, leaves, device_type: str, policy: Policy, cpu_time: bool = Fa
         scale: every time is multiplied by it (rs_loop: its sample stands for the case).
 
     Returns:
-        ``({mode: [ms per run, ...]}, peak bytes or nan)`` with the modes of ``MODES``.
+        ``({mode: [ms per run, ...]}, peak bytes or nan)`` with the modes of ``policy.modes``
+        (in ``MODES`` order).
     """
     def once():
         _clear(leaves)
@@ -100,18 +116,22 @@ def time_modes(fn, leaves, device_type: str, policy: Policy, cpu_time: bool = Fa
             once()
     times = {}
     if device_type == "cuda":
-        loss = fn()
-        times["fwd"] = _series_cuda(fn, leaves, policy)
-        times["bwd"] = _series_cuda(lambda: loss.backward(retain_graph=True), leaves, policy)
-        del loss
-        times["full"] = _series_cuda(once, leaves, policy)
+        if "fwd" in policy.modes:
+            times["fwd"] = _series_cuda(fn, leaves, policy)
+        if "bwd" in policy.modes:
+            loss = fn()
+            times["bwd"] = _series_cuda(lambda: loss.backward(retain_graph=True), leaves, policy)
+            del loss
+        if "full" in policy.modes:
+            times["full"] = _series_cuda(once, leaves, policy)
     else:
         env = {"fn": fn, "clear": _clear, "leaves": leaves}
-        times["fwd"] = _series_cpu("clear(leaves); fn()", "", env, policy, cpu_time)
-        times["bwd"] = _series_cpu("clear(leaves); loss.backward(retain_graph=True)",
-                                   "loss = fn()", env, policy, cpu_time)
-        times["full"] = _series_cpu("clear(leaves); fn().backward()", "", env, policy, cpu_time)
-    return {m: [t * scale for t in times[m]] for m in MODES}, peak
+        stmts = {"fwd": ("clear(leaves); fn()", ""),
+                 "bwd": ("clear(leaves); loss.backward(retain_graph=True)", "loss = fn()"),
+                 "full": ("clear(leaves); fn().backward()", "")}
+        for mode in policy.modes:
+            times[mode] = _series_cpu(*stmts[mode], env, policy, cpu_time)
+    return {m: [t * scale for t in times[m]] for m in MODES if m in times}, peak
 
 
 def timer_note(device_type: str, cpu_time: bool) -> str:
