@@ -387,13 +387,27 @@ RS_CPU_CLONES RowPrep prep_row(const T* __restrict sr, const T* __restrict yr, i
   const T thr = smin - delta;
   for (int64_t j0 = 0; n > 0 && j0 < L; j0 += CHUNK) {
     const int64_t j1 = j0 + CHUNK < L ? j0 + CHUNK : L;
-    int any = 0;
-#pragma omp simd reduction(| : any)
-    for (int64_t j = j0; j < j1; ++j) any |= !(yr[j] > tau) & !prunable(sr[j], thr);
+    int any = 0, all = 1;
+#pragma omp simd reduction(| : any) reduction(& : all)
+    for (int64_t j = j0; j < j1; ++j) {
+      const int keep = !(yr[j] > tau) & !prunable(sr[j], thr);
+      any |= keep;
+      all &= keep;
+    }
     if (grad_row) {
       RS_SIMD for (int64_t j = j0; j < j1; ++j) grad_row[j] = T(0);
     }
     if (!any) continue;
+    if (all) {  // an untrained head's chunk: every element kept, copied as one vector loop
+      int32_t* __restrict di = idx + n + nn;
+      T* __restrict ds = cs + n + nn;
+      RS_SIMD for (int64_t j = j0; j < j1; ++j) {
+        di[j - j0] = static_cast<int32_t>(j);
+        ds[j - j0] = sr[j];
+      }
+      nn += static_cast<int32_t>(j1 - j0);
+      continue;
+    }
     for (int64_t j = j0; j < j1; ++j) {
       idx[n + nn] = static_cast<int32_t>(j);
       cs[n + nn] = sr[j];
