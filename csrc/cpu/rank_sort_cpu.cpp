@@ -108,12 +108,33 @@ inline int threads_for(double work, int nthreads) {
   return t < 1.0 ? 1 : (t < nthreads ? static_cast<int>(t) : nthreads);
 }
 
+// The compaction buffers ([M*(L+1)] indices and scores), kept by the calling thread from
+// call to call up to kKeptBytes: a fresh allocation of that size is mmap'd, and every call
+// then page-faults it in again (about 1 ms a call at the simcc shape, 1 thread). Larger calls
+// allocate their own and free them.
+constexpr size_t kKeptBytes = size_t(64) << 20;
+
 template <typename T>
-struct Workspace {
-  // [M*(L+1)], left uninitialised: row r's compacted element indices and their scores at
-  // r*(L+1), n + ñ of them live; prep_row writes scratch past them (at most up to slot L).
+struct Compaction {
   std::unique_ptr<int32_t[]> idx;
   std::unique_ptr<T[]> cs;
+  size_t slots = 0;
+
+  void reserve(size_t n) {
+    if (slots >= n) return;
+    idx.reset(new int32_t[n]);  // default-initialised: no zero-fill
+    cs.reset(new T[n]);
+    slots = n;
+  }
+};
+
+template <typename T>
+struct Workspace {
+  // Row r's compacted element indices and their scores at r*(L+1), left uninitialised, n + ñ
+  // of them live; prep_row writes scratch past them (at most up to slot L).
+  Compaction<T> own;  // when the call is too large for the thread's kept buffers
+  int32_t* idx = nullptr;
+  T* cs = nullptr;
   std::vector<int32_t> npos;      // positives per row
   std::vector<int32_t> nneg;      // surviving negatives per row
   std::vector<uint8_t> bucketed;  // row goes to the bucketed algorithm
@@ -453,8 +474,12 @@ void run(const RankSortParams& prm) {
   const Step<T> p{delta, HARD ? T(0) : T(1) / (T(2) * delta)};
   Workspace<T> w;
   const int64_t LS = L + 1;  // a row's slots in idx / cs (prep_row's scratch writes)
-  w.idx.reset(new int32_t[static_cast<size_t>(M * LS)]);
-  w.cs.reset(new T[static_cast<size_t>(M * LS)]);
+  const size_t slots = static_cast<size_t>(M * LS);
+  static thread_local Compaction<T> kept;
+  Compaction<T>& c = slots * (sizeof(int32_t) + sizeof(T)) <= kKeptBytes ? kept : w.own;
+  c.reserve(slots);
+  w.idx = c.idx.get();
+  w.cs = c.cs.get();
   w.npos.assign(static_cast<size_t>(M), 0);
   w.nneg.assign(static_cast<size_t>(M), 0);
   w.bucketed.assign(static_cast<size_t>(M), 0);
@@ -464,9 +489,8 @@ void run(const RankSortParams& prm) {
 
   // prep: compaction, row-level pruning and each row's algorithm.
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
-    const RowPrep rp =
-        prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost, w.idx.get() + r * LS,
-                 w.cs.get() + r * LS, need_grad ? grad + r * L : nullptr);
+    const RowPrep rp = prep_row(s + r * L, y + r * L, L, delta, tau, prm.algorithm, prm.cost,
+                                w.idx + r * LS, w.cs + r * LS, need_grad ? grad + r * L : nullptr);
     w.npos[r] = rp.n;
     w.nneg[r] = rp.nn;
     w.bucketed[r] = rp.bucketed;
@@ -500,7 +524,7 @@ void run(const RankSortParams& prm) {
   w.es.resize(static_cast<size_t>(ptot));
   if (need_grad) w.coef.resize(static_cast<size_t>(ptot * K));
   for (int64_t r = 0; r < M; ++r) {
-    const int32_t* idx = w.idx.get() + r * LS;
+    const int32_t* idx = w.idx + r * LS;
     for (int32_t k = 0; k < w.npos[r]; ++k) {
       const T yk = y[r * L + idx[k]];
       w.py[w.poff[r] + k] = yk;
@@ -520,9 +544,8 @@ void run(const RankSortParams& prm) {
                [&](int64_t it) {
                  if (it < nrb) {
                    const int64_t r = rows_b[it];
-                   bucketed_row<T>(w.idx.get() + r * LS, w.cs.get() + r * LS, y + r * L,
-                                   npos_out[r], w.nneg[r], static_cast<double>(delta), EXACT,
-                                   need_grad, rank + r, sort + r,
+                   bucketed_row<T>(w.idx + r * LS, w.cs + r * LS, y + r * L, npos_out[r], w.nneg[r],
+                                   static_cast<double>(delta), EXACT, need_grad, rank + r, sort + r,
                                    need_grad ? grad + r * L : nullptr);
                    return;
                  }
@@ -532,8 +555,8 @@ void run(const RankSortParams& prm) {
                  const int64_t o = w.poff[r] + i0;
                  const auto block = w.finite[r] ? pass_a_block<T, HARD, EXACT, true>
                                                 : pass_a_block<T, HARD, EXACT, false>;
-                 block(w.cs.get() + r * LS, w.py.data() + w.poff[r], w.pw.data() + w.poff[r],
-                       w.npos[r], w.nneg[r], i0, p, w.lr.data() + o, w.es.data() + o,
+                 block(w.cs + r * LS, w.py.data() + w.poff[r], w.pw.data() + w.poff[r], w.npos[r],
+                       w.nneg[r], i0, p, w.lr.data() + o, w.es.data() + o,
                        need_grad ? w.coef.data() + o * K : nullptr);
                });
 
@@ -564,9 +587,8 @@ void run(const RankSortParams& prm) {
     const int32_t j0 = static_cast<int32_t>(items_b[it] & 0xffffffff);
     const auto block =
         w.finite[r] ? pass_b_block<T, HARD, EXACT, true> : pass_b_block<T, HARD, EXACT, false>;
-    block(w.idx.get() + r * LS, w.cs.get() + r * LS, w.py.data() + w.poff[r],
-          w.pw.data() + w.poff[r], w.coef.data() + w.poff[r] * K, w.npos[r], w.nneg[r], j0, p,
-          grad + r * L);
+    block(w.idx + r * LS, w.cs + r * LS, w.py.data() + w.poff[r], w.pw.data() + w.poff[r],
+          w.coef.data() + w.poff[r] * K, w.npos[r], w.nneg[r], j0, p, grad + r * L);
   });
 }
 
