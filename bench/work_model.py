@@ -22,6 +22,19 @@ they are counted apart (``>cap``) and their pairwise pairs enter the bucketed si
 
     python3 -m bench.work_model            # the benchmark shapes (~10 s on 2 cores)
     python3 -m bench.work_model --quick    # bench.run's reduced CPU sizes
+    python3 -m bench.work_model --lanes    # the GPU tiles' lane occupancy (README table)
+
+Lane occupancy (``--lanes``): of the lanes the pairwise passes' tiles evaluate, the fraction
+holding a real (positive, element) pair, Σ n·(n + ñ) over Σ slots, every non-empty row as if
+pairwise, float32, identity mode, the default tiles:
+
+- Triton (``triton_backend.default_blocks(L)``): pass A blocks of ``a_pos`` positives × tiles
+  of ``a_neg`` negatives then ``a_pp`` positives; pass B blocks of ``b_neg`` negatives ×
+  tiles of ``b_neg_pos`` positives, and blocks of ``b_pos`` positives × ``b_pos_pos``;
+- CUDA (csrc/cuda/rank_sort_kernels.cuh): pass A CTAs of 8 warps × 8 positives in registers
+  (64 positive slots, a warp of padding idles), lanes striding the elements by 32; pass B
+  warp items of 32 lanes × 8 slots = 256 elements (negatives, then positives), each over its
+  row's positives.
 """
 from __future__ import annotations
 
@@ -91,6 +104,58 @@ def case_work(shape: str, regime: str, batch=None, keypoints=None) -> dict:
     return total
 
 
+def _slots(count: torch.Tensor, tile: int) -> torch.Tensor:
+    """``count`` rounded up to whole tiles."""
+    return (count + tile - 1) // tile * tile
+
+
+def lane_use(n: torch.Tensor, nn: torch.Tensor, length: int) -> dict:
+    """Σ real pairs and Σ lane slots of the pairwise passes' tiles over the non-empty rows."""
+    from rspose_kernels.backends.triton_backend import default_blocks
+    live = n > 0
+    n, nn = n[live].to(torch.int64), nn[live].to(torch.int64)
+    real = int((n * (n + nn)).sum())
+    b = default_blocks(length)
+    slots = {
+        "triton_a": _slots(n, b.a_pos) * (_slots(nn, b.a_neg) + _slots(n, b.a_pp)),
+        "triton_b": (_slots(nn, b.b_neg) * _slots(n, b.b_neg_pos)
+                     + _slots(n, b.b_pos) * _slots(n, b.b_pos_pos)),
+        "cuda_a": _slots(n, CUDA_BP) * (_slots(nn, 32) + _slots(n, 32)),
+        "cuda_b": (_slots(nn, CUDA_CHUNK) + _slots(n, CUDA_CHUNK)) * n,
+    }
+    return {"real": real, **{k: int(v.sum()) for k, v in slots.items()}}
+
+
+# The CUDA kernels' pairwise tiles (csrc/cuda/rank_sort_kernels.cuh, float32 identity mode):
+# pass A's positives per CTA (kWarps × ppw) and pass B's elements per warp item (32 × ept).
+CUDA_BP = 8 * 8
+CUDA_CHUNK = 32 * 8
+LANE_KEYS = ("triton_a", "triton_b", "cuda_a", "cuda_b")
+
+
+def case_lanes(shape: str, regime: str, batch=None, keypoints=None) -> dict:
+    """``lane_use`` summed over a bench.run case's row groups."""
+    case = make_case(shape, regime, batch, keypoints)
+    total = {"real": 0, **{k: 0 for k in LANE_KEYS}}
+    for scores, labels in case.groups:
+        counts = cost_model.row_counts(scores, labels, DEFAULT_DELTA, case.pos_thr)
+        for key, value in lane_use(counts.n, counts.nn, labels.shape[1]).items():
+            total[key] += value
+    total.update(shape=shape, regime=regime)
+    return total
+
+
+def lanes_markdown(rows) -> list[str]:
+    """The README's lane table: one line per case, percent of lanes holding a real pair."""
+    out = ["| case | Triton pass A | Triton pass B | CUDA pass A | CUDA pass B |",
+           "|---|---|---|---|---|"]
+    for w in rows:
+        cells = [f"{100 * w['real'] / w[k]:.0f} %" + (" **<½**" if 2 * w["real"] < w[k] else "")
+                 if w[k] else "—" for k in LANE_KEYS]
+        out.append(f"| {w['shape']} {w['regime']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def si(v: float) -> str:
     """3 significant digits with a k/M/G/T suffix."""
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -130,6 +195,8 @@ def main(argv=None) -> int:
                     help="bench.run's reduced CPU sizes (first b items, k keypoints)")
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of %(default)s")
     ap.add_argument("--regimes", default=",".join(REGIMES), help="comma list of %(default)s")
+    ap.add_argument("--lanes", action="store_true",
+                    help="print the GPU tiles' lane occupancy (markdown) instead")
     a = ap.parse_args(argv)
     works = []
     for shape in (s for s in a.shapes.split(",") if s):
@@ -140,8 +207,14 @@ def main(argv=None) -> int:
             if regime not in REGIMES:
                 raise SystemExit(f"--regimes: unknown regime {regime!r}; expected some of "
                                  f"{REGIMES}")
-            works.append(case_work(shape, regime, *(QUICK_SIZES[shape] if a.quick
-                                                    else (None, None))))
+            size = QUICK_SIZES[shape] if a.quick else (None, None)
+            works.append(case_lanes(shape, regime, *size) if a.lanes
+                         else case_work(shape, regime, *size))
+    if a.lanes:
+        print("\n".join(lanes_markdown(works)))
+        print(f"# δ = {DEFAULT_DELTA}, the package's τ; float32, identity mode, every non-empty "
+              f"row pairwise; **<½**: a launch mostly idle")
+        return 0
     print("\n".join(format_rows(works)))
     print(f"# δ = {DEFAULT_DELTA}; pairs A/B: pairwise pass A/B, n·(n+ñ) each; sorted, cmp-exch: "
           f"bitonic sort of the positives; srch steps: Σ ñ·⌈log2(2n+1)⌉; P×P: n² label-term "

@@ -209,3 +209,19 @@ def test_quick_policy_times_fwd_bwd_only_and_the_table_says_so():
     assert [r["mode"] for r in rows] == ["full"]
     line = format_table(rows, header=False)
     assert line.split()[4:6] == ["-", "-"], line
+
+
+def test_work_model_lane_use_counts_tile_slots():
+    # One row of 20 positives and 100 kept negatives at L = 3072 (the heatmap tiles):
+    # Triton A 64 × (128 + 32) (a_neg 32, a_pp 16), Triton B 128 × 32 + 32 × 32,
+    # CUDA A 64 × (128 + 32),
+    # CUDA B (256 + 256) × 20; an empty row counts nothing.
+    n, nn = torch.tensor([20, 0]), torch.tensor([100, 7])
+    use = work_model.lane_use(n, nn, 3072)
+    assert use["real"] == 20 * 120
+    assert use["triton_a"] == 64 * (128 + 32)
+    assert use["triton_b"] == 128 * 32 + 32 * 32
+    assert use["cuda_a"] == 64 * (128 + 32)
+    assert use["cuda_b"] == 512 * 20
+    lines = work_model.lanes_markdown([dict(use, shape="vitpose", regime="init")])
+    assert lines[2].startswith("| vitpose init | 23 % **<½** |"), lines[2]
