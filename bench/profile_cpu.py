@@ -82,11 +82,13 @@ RANGES = {
         ("struct RowPrep {", "book"),
         ("RowPrep prep_row(", "l1"),
         ("int32_t nn = 0;", "l2"),
-        ("for (int32_t k = 0; alg != kPairwise", "choice"),
+        ("// What the cost model and step_cpu need", "choice"),
         ("template <typename T, int MODE>", None),
     ],
     "rank_sort_bucketed_cpu.h": [
         ("#pragma once", "bscr"),
+        ("// Longest run of keys in one table bin", "bneg"),   # bucket_scan, inlined
+        ("void row_impl(", "bscr"),
         ("// 1. Sort the positives", "bsort"),
         ("// Scores relative to the median", "bsearch"),
         ("double* ns = zeroed(S.neg_suf", "bneg"),
@@ -448,12 +450,14 @@ def row_stats(case):
         live = n > 0
         nl, kl = n[live].double(), k[live].double()
         real += float((nl * (nl + kl)).sum())
-        # pass A: blocks of BP = 64 positives, each padded to a multiple of 16 lanes;
-        # pass B: blocks of BE = 256 elements (negatives, then positives), always 256 lanes
-        # (csrc/cpu/rank_sort_cpu.cpp). Rows the plan buckets are counted too.
-        pad_a = (nl / 64).floor() * 64 + ((nl % 64) / 16).ceil() * 16
-        lanes_a += float((pad_a * (nl + kl)).sum())
-        lanes_b += float((nl * 256 * ((kl / 256).ceil() + (nl / 256).ceil())).sum())
+        # pass A: blocks of BP = 64 positives, each padded to a multiple of VL = 8 lanes;
+        # pass B: blocks of at most BE = 256 elements (negatives, then positives), each
+        # padded to 8 lanes (csrc/cpu/rank_sort_cpu.cpp; before issue 23's kernel changes:
+        # 16 and always 256). Rows the plan buckets are counted too.
+        def pad(count, block):
+            return (count / block).floor() * block + ((count % block) / 8).ceil() * 8
+        lanes_a += float((pad(nl, 64) * (nl + kl)).sum())
+        lanes_b += float((nl * (pad(kl, 256) + pad(nl, 256))).sum())
         rows += s.shape[0]
         nonempty += int(live.sum())
         pos += float(n[live].sum())

@@ -31,10 +31,11 @@ pairwise, float32, identity mode, the default tiles:
 - Triton (``triton_backend.default_blocks(L)``): pass A blocks of ``a_pos`` positives × tiles
   of ``a_neg`` negatives then ``a_pp`` positives; pass B blocks of ``b_neg`` negatives ×
   tiles of ``b_neg_pos`` positives, and blocks of ``b_pos`` positives × ``b_pos_pos``;
-- CUDA (csrc/cuda/rank_sort_kernels.cuh): pass A CTAs of 8 warps × 8 positives in registers
-  (64 positive slots, a warp of padding idles), lanes striding the elements by 32; pass B
-  warp items of 32 lanes × 8 slots = 256 elements (negatives, then positives), each over its
-  row's positives.
+- CUDA (csrc/cuda/rank_sort_kernels.cuh): pass A CTAs of 8 warps × 8 positives in registers,
+  lanes striding the elements by 32 (counted: the warps holding a positive, padded to 8; a
+  warp without one skips the sweeps and idles at the barriers, not counted); pass B warp
+  items of 32 lanes × up to 8 slot rows = 256 elements (negatives, then positives), a short
+  item sweeping only 4, 2 or 1 of its slot rows, over the row's positives one by one.
 """
 from __future__ import annotations
 
@@ -120,16 +121,25 @@ def lane_use(n: torch.Tensor, nn: torch.Tensor, length: int) -> dict:
         "triton_a": _slots(n, b.a_pos) * (_slots(nn, b.a_neg) + _slots(n, b.a_pp)),
         "triton_b": (_slots(nn, b.b_neg) * _slots(n, b.b_neg_pos)
                      + _slots(n, b.b_pos) * _slots(n, b.b_pos_pos)),
-        "cuda_a": _slots(n, CUDA_BP) * (_slots(nn, 32) + _slots(n, 32)),
-        "cuda_b": (_slots(nn, CUDA_CHUNK) + _slots(n, CUDA_CHUNK)) * n,
+        "cuda_a": _slots(n, CUDA_PPW) * (_slots(nn, 32) + _slots(n, 32)),
+        "cuda_b": (_cuda_b_slots(nn) + _cuda_b_slots(n)) * n,
     }
     return {"real": real, **{k: int(v.sum()) for k, v in slots.items()}}
 
 
 # The CUDA kernels' pairwise tiles (csrc/cuda/rank_sort_kernels.cuh, float32 identity mode):
-# pass A's positives per CTA (kWarps × ppw) and pass B's elements per warp item (32 × ept).
-CUDA_BP = 8 * 8
+# pass A's positives per warp (ppw) and pass B's elements per warp item (32 × ept).
+CUDA_PPW = 8
 CUDA_CHUNK = 32 * 8
+
+
+def _cuda_b_slots(count: torch.Tensor) -> torch.Tensor:
+    """Slots pass B's warp items sweep for a list of ``count`` elements: whole 256-slot
+    items, and a last one sweeping 8, 4, 2 or 1 rows of 32 (pass_b_kernel's nr dispatch)."""
+    rem = count % CUDA_CHUNK
+    nr = (rem + 31) // 32
+    rows = torch.where(nr > 4, 8, torch.where(nr > 2, 4, nr))
+    return count // CUDA_CHUNK * CUDA_CHUNK + 32 * rows
 LANE_KEYS = ("triton_a", "triton_b", "cuda_a", "cuda_b")
 
 
