@@ -227,3 +227,18 @@ def test_work_model_lane_use_counts_tile_slots():
         (512 + 32 * 4) + (256 + 32 * 2)) * 300      # 600 = 2 · 256 + 88, 300 = 256 + 44
     lines = work_model.lanes_markdown([dict(use, shape="vitpose", regime="init")])
     assert lines[2].startswith("| vitpose init | 23 % **<½** |"), lines[2]
+
+
+def test_calibrate_fits_several_runs_together(tmp_path, monkeypatch, capsys):
+    # --run A,B hands the rows of both runs (and only theirs) to one fit; an unknown id fails.
+    from bench.harness.results import append_csv
+    base = dict(date="2026-12-03", run="cputime", device="cpu-x", mode="full", pos_thr="0.5",
+                provider="cpu/pairwise", shape="vitpose", regime="init", median_ms="1")
+    path = tmp_path / "results.csv"
+    append_csv(path, [dict(base, run_id=rid) for rid in ("A", "B", "C")])
+    seen = []
+    monkeypatch.setattr(calibrate, "report", lambda rows, backends=None: seen.append(rows) or [])
+    assert calibrate.main(["--csv", str(path), "--run", "A,B"]) == 0
+    assert sorted(r["run_id"] for r in seen[0]) == ["A", "B"]
+    assert "# run A" in capsys.readouterr().out
+    assert calibrate.main(["--csv", str(path), "--run", "A,Z"]) == 1
