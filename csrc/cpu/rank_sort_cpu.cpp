@@ -128,6 +128,13 @@ struct Compaction {
   }
 };
 
+// The calling thread's kept buffers: one set per score type, whatever the mode.
+template <typename T>
+Compaction<T>& kept_compaction() {
+  static thread_local Compaction<T> kept;
+  return kept;
+}
+
 template <typename T>
 struct Workspace {
   // Row r's compacted element indices and their scores at r*(L+1), left uninitialised, n + ñ
@@ -475,8 +482,8 @@ void run(const RankSortParams& prm) {
   Workspace<T> w;
   const int64_t LS = L + 1;  // a row's slots in idx / cs (prep_row's scratch writes)
   const size_t slots = static_cast<size_t>(M * LS);
-  static thread_local Compaction<T> kept;
-  Compaction<T>& c = slots * (sizeof(int32_t) + sizeof(T)) <= kKeptBytes ? kept : w.own;
+  Compaction<T>& c =
+      slots * (sizeof(int32_t) + sizeof(T)) <= kKeptBytes ? kept_compaction<T>() : w.own;
   c.reserve(slots);
   w.idx = c.idx.get();
   w.cs = c.cs.get();
@@ -485,7 +492,10 @@ void run(const RankSortParams& prm) {
   w.bucketed.assign(static_cast<size_t>(M), 0);
   w.finite.assign(static_cast<size_t>(M), 0);
   // step_cpu's FINITE path: float rows with finite scores, the smooth ramp, a finite 1/(2δ).
-  const bool fast = std::is_same_v<T, float> && !HARD && std::isfinite(p.inv2d);
+  // kFinite is its template argument: false where it could never apply, so those
+  // instantiations are not compiled twice.
+  constexpr bool kFinite = std::is_same_v<T, float> && !HARD;
+  const bool fast = kFinite && std::isfinite(p.inv2d);
 
   // prep: compaction, row-level pruning and each row's algorithm.
   parallel_for(M, threads_for(static_cast<double>(M) * L / 8, nthreads), [&](int64_t r) {
@@ -553,7 +563,7 @@ void run(const RankSortParams& prm) {
                  const int64_t r = items_a[it] >> 32;
                  const int32_t i0 = static_cast<int32_t>(items_a[it] & 0xffffffff) * BP;
                  const int64_t o = w.poff[r] + i0;
-                 const auto block = w.finite[r] ? pass_a_block<T, HARD, EXACT, true>
+                 const auto block = w.finite[r] ? pass_a_block<T, HARD, EXACT, kFinite>
                                                 : pass_a_block<T, HARD, EXACT, false>;
                  block(w.cs + r * LS, w.py.data() + w.poff[r], w.pw.data() + w.poff[r], w.npos[r],
                        w.nneg[r], i0, p, w.lr.data() + o, w.es.data() + o,
@@ -586,7 +596,7 @@ void run(const RankSortParams& prm) {
     const int64_t r = items_b[it] >> 32;
     const int32_t j0 = static_cast<int32_t>(items_b[it] & 0xffffffff);
     const auto block =
-        w.finite[r] ? pass_b_block<T, HARD, EXACT, true> : pass_b_block<T, HARD, EXACT, false>;
+        w.finite[r] ? pass_b_block<T, HARD, EXACT, kFinite> : pass_b_block<T, HARD, EXACT, false>;
     block(w.idx + r * LS, w.cs + r * LS, w.py.data() + w.poff[r], w.pw.data() + w.poff[r],
           w.coef.data() + w.poff[r] * K, w.npos[r], w.nneg[r], j0, p, grad + r * L);
   });
