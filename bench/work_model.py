@@ -112,13 +112,14 @@ def _slots(count: torch.Tensor, tile: int) -> torch.Tensor:
 
 def lane_use(n: torch.Tensor, nn: torch.Tensor, length: int) -> dict:
     """Σ real pairs and Σ lane slots of the pairwise passes' tiles over the non-empty rows."""
-    from rspose_kernels.backends.triton_backend import default_blocks
+    from rspose_kernels.backends.triton_backend import default_blocks, pass_a_tile
     live = n > 0
     n, nn = n[live].to(torch.int64), nn[live].to(torch.int64)
     real = int((n * (n + nn)).sum())
     b = default_blocks(length)
+    a_pos, a_neg = pass_a_tile(n, nn, b)   # each row's pass-A tile, as the kernel picks it
     slots = {
-        "triton_a": _slots(n, b.a_pos) * (_slots(nn, b.a_neg) + _slots(n, b.a_pp)),
+        "triton_a": -(-n // a_pos) * a_pos * (-(-nn // a_neg) * a_neg + _slots(n, b.a_pp)),
         "triton_b": (_slots(nn, b.b_neg) * _slots(n, b.b_neg_pos)
                      + _slots(n, b.b_pos) * _slots(n, b.b_pos_pos)),
         "cuda_a": _slots(n, CUDA_PPW) * (_slots(nn, 32) + _slots(n, 32)),

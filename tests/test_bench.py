@@ -213,20 +213,21 @@ def test_quick_policy_times_fwd_bwd_only_and_the_table_says_so():
 
 def test_work_model_lane_use_counts_tile_slots():
     # One row of 20 positives and 100 kept negatives at L = 3072 (the heatmap tiles):
-    # Triton A 64 × (128 + 32) (a_neg 32, a_pp 16), Triton B 128 × 32 + 32 × 32,
+    # Triton A 32 × (128 + 24) (the half block, 32 against tiles of 64 negatives, as it pads
+    # less than 64 × (128 + 24); a_pp 8), Triton B 128 × 24 + 32 × 24 (tiles of 8 positives),
     # CUDA A 24 × (128 + 32) (3 warps of 8 positives), CUDA B (128 + 32) × 20 (the last item's
     # 4 and 1 slot rows of 32); an empty row counts nothing.
     n, nn = torch.tensor([20, 0]), torch.tensor([100, 7])
     use = work_model.lane_use(n, nn, 3072)
     assert use["real"] == 20 * 120
-    assert use["triton_a"] == 64 * (128 + 32)
-    assert use["triton_b"] == 128 * 32 + 32 * 32
+    assert use["triton_a"] == 32 * (128 + 24)
+    assert use["triton_b"] == 128 * 24 + 32 * 24
     assert use["cuda_a"] == 24 * (128 + 32)
     assert use["cuda_b"] == (128 + 32) * 20
     assert work_model.lane_use(torch.tensor([300]), torch.tensor([600]), 3072)["cuda_b"] == (
         (512 + 32 * 4) + (256 + 32 * 2)) * 300      # 600 = 2 · 256 + 88, 300 = 256 + 44
     lines = work_model.lanes_markdown([dict(use, shape="vitpose", regime="init")])
-    assert lines[2].startswith("| vitpose init | 23 % **<½** |"), lines[2]
+    assert lines[2].startswith("| vitpose init | 49 % **<½** |"), lines[2]
 
 
 def test_calibrate_fits_several_runs_together(tmp_path, monkeypatch, capsys):

@@ -93,6 +93,29 @@ def test_without_gradient_launches_no_gradient_work(exact, device, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("delta,exact", [(0.5, False), (0.25, True), (0.0, False)])
+def test_pass_a_tile_chosen_per_row(delta, exact, device):
+    # Rows of 2 to 47 positives among 48: pass A takes blocks of 8 and of 4 positives
+    # (against tiles of 4 and 8 negatives) on different rows of one launch, and pass B sums
+    # as many partials as each row's tile made.
+    cfg = dataclasses.replace(TINY, a_pos=8)
+    parts = [random_rows(3, 48, seed=20 + i, pos_frac=f, ties=True, device=device)
+             for i, f in enumerate((0.04, 0.2, 0.35, 0.6, 0.95))]
+    scores = torch.cat([p[0] for p in parts])
+    labels = torch.cat([p[1] for p in parts])
+    npos, nkeep = tk.row_stats(scores, labels, delta, 0.0)
+    block, _ = tk.pass_a_tile(npos.long().cpu(), nkeep.long().cpu(), cfg)
+    assert set(block.tolist()) == {4, 8}
+    assert tk.min_pass_a_block(cfg) == 4
+    got, want = both(scores, labels, delta, exact, blocks=cfg)
+    assert_parity(got, want, torch.float32)
+    again = tk.rank_sort_rows(scores, labels, delta, 0.0, exact, True,
+                              blocks=dataclasses.replace(cfg, programs=3))
+    for a, b in zip(got, again):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_identity_gradient_rows_sum_to_zero(device):
     scores, labels = random_rows(5, 40, seed=9, device=device)
     grad = tk.rank_sort_rows(scores, labels, 0.5, 0.0, False, True, blocks=TINY)[3]

@@ -1,6 +1,6 @@
 """The Triton backend's default tiles for long rows (L > 1024: the heatmap shapes), which the
-short-row parity cases never select: float32 and float64 (its own pass-B tile), both modes,
-against the torch reference. Under the interpreter on CPU, so the rows stay sparse."""
+short-row parity cases never select: float32 and float64 (its own, smaller pass-A block),
+both modes, against the torch reference. Under the interpreter on CPU, so the rows stay sparse."""
 import pytest
 import torch
 
@@ -19,5 +19,5 @@ DEVICES = device_params(tk.is_available("cpu"), "CPU needs the interpreter (TRIT
 def test_long_rows_default_tiles(dtype, exact, device):
     scores, labels = random_rows(2, 1100, seed=31, pos_frac=0.03, dtype=dtype, device=device)
     blocks = tk.default_blocks(1100, dtype)
-    assert blocks.b_neg_pos == (16 if dtype == torch.float64 else 32)
+    assert blocks.a_pos == (32 if dtype == torch.float64 else 64)
     assert_parity(*against_reference(tk.rank_sort_rows, scores, labels, 0.5, exact), dtype)

@@ -8,7 +8,10 @@ Every sum, coefficient and threshold is the one of docs/MATH.md. One call launch
    negatives that are *not* pruned in ``[n, n + n_keep)`` (score, index). A pruned negative
    gets its gradient, 0, written here and is never looked at again.
 2. ``_pass_a_kernel``, programs ``(row, g)``; each walks the row's blocks of ``BP`` positives
-   ``g, g + G, ...`` (bounds loaded from ``npos``; no host branch on data). Per block it
+   ``g, g + G, ...`` (bounds loaded from ``npos``; no host branch on data). ``BP`` and ``BL``
+   are the row's own: ``a_pos`` and ``a_neg``, or half and twice them (the same registers),
+   chosen on the device from the row's counts for the fewer padded lanes (``_a_shift``,
+   ``pass_a_tile``), so a row of 20 positives is not padded to 64. Per block it
    streams the unpruned negatives in tiles of ``BL`` into one ``[BP, BL]`` register
    accumulator (F; and the count behind F' in exact mode), then the positives in tiles of
    ``BL2`` for T, Z, C, D (and A', C', T', D'). It writes the per-positive coefficients of
@@ -73,11 +76,11 @@ class Blocks:
     compact_warps: int = 4
     a_pos: int = 64         # pass A: positives per block (one program's rows of pairs)
     a_neg: int = 32         # pass A: negatives per tile
-    a_pp: int = 16          # pass A: positives per tile of the P×P sweep
+    a_pp: int = 8           # pass A: positives per tile of the P×P sweep
     b_neg: int = 128        # pass B: negatives per block
-    b_neg_pos: int = 32     # pass B: positives per tile against a negative block
+    b_neg_pos: int = 8      # pass B: positives per tile against a negative block
     b_pos: int = 32         # pass B: positives per block
-    b_pos_pos: int = 32     # pass B: positives per tile against a positive block
+    b_pos_pos: int = 8      # pass B: positives per tile against a positive block
     warps: int = 4
     programs: int | None = None
     bucket_chunk: int = 1024    # bucketed rows: negatives per search / gradient chunk
@@ -103,13 +106,31 @@ def default_blocks(length: int, acc_dtype: torch.dtype = torch.float32) -> Block
                       a_pos=16, a_neg=64, b_neg=64, b_neg_pos=16, b_pos=16, b_pos_pos=16)
     compact, compact_warps = (2048, 8) if length > 8192 else (1024, 4)
     if acc_dtype == torch.float64:
-        # Half the pass-B negative tile (128 × 16): the float32 one does not fit in registers
-        # in float64 (docs/MEASUREMENTS.md, "triton tile sizes").
-        return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32, b_neg_pos=16,
-                      b_pos_pos=16)
+        # Half pass A's positive block: the float32 one does not fit in registers in float64
+        # (docs/MEASUREMENTS.md, "triton tile sizes").
+        return Blocks(compact=compact, compact_warps=compact_warps, a_pos=32)
     return Blocks(compact=compact, compact_warps=compact_warps)
 
 
+
+
+def min_pass_a_block(cfg: Blocks) -> int:
+    """The smallest block of positives pass A may use for a row (triton_pairwise._a_shift:
+    ``a_pos // 2`` when that is at least 2)."""
+    return cfg.a_pos // 2 if cfg.a_pos >= 4 else cfg.a_pos
+
+
+def pass_a_tile(n, n_keep, cfg: Blocks):
+    """Per row, pass A's (positives per block, negatives per tile): triton_pairwise._a_shift's
+    choice on the host, from integer tensors of the rows' positives and kept negatives."""
+    def lanes(bp, bl):
+        return -(-n // bp) * bp * (-(-n_keep // bl) * bl + -(-n // cfg.a_pp) * cfg.a_pp)
+
+    full = (torch.full_like(n, cfg.a_pos), torch.full_like(n, cfg.a_neg))
+    if cfg.a_pos < 4:
+        return full
+    half = lanes(cfg.a_pos // 2, cfg.a_neg * 2) < lanes(cfg.a_pos, cfg.a_neg)
+    return (torch.where(half, cfg.a_pos // 2, full[0]), torch.where(half, cfg.a_neg * 2, full[1]))
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -183,7 +204,7 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
     delta_zero = delta == 0.0
     half_inv = 0.5 / delta if delta > 0 else 0.0
     n_coef = 6 if exact else 3
-    nbp = triton.cdiv(length, cfg.a_pos)
+    nbp = triton.cdiv(length, min_pass_a_block(cfg))   # partial slots: the smallest tile's
 
     key = torch.empty((m, length), dtype=acc, device=dev)
     plab = torch.empty((m, length), dtype=acc, device=dev)
@@ -224,7 +245,8 @@ def rank_sort_rows(scores, labels, delta, pos_thr, exact, need_grad, algorithm="
         _pass_b_kernel[(m, nbn + nbj)](
             key, plab, idx, coef, part, npos, nkeep, grad_arg, rank, sort,
             length, nbp, nbn, delta, half_inv,
-            BPA=cfg.a_pos, FB=64, BN=cfg.b_neg, BNI=cfg.b_neg_pos, BJ=cfg.b_pos, BJI=cfg.b_pos_pos,
+            BPA=cfg.a_pos, BLA=cfg.a_neg, BL2A=cfg.a_pp, FB=64, BN=cfg.b_neg, BNI=cfg.b_neg_pos,
+            BJ=cfg.b_pos, BJI=cfg.b_pos_pos,
             DELTA_ZERO=delta_zero, EXACT=exact, NEED_GRAD=need_grad, num_warps=nw)
         if buckets and need_grad:
             tb.launch_gradient(ws, key, idx, npos, coef, grad, m, length, delta, exact, sms=sms,

@@ -141,6 +141,29 @@ def _compact_kernel(s_ptr, y_ptr, key_ptr, idx_ptr, plab_ptr, grad_ptr, npos_ptr
         tl.store(nkeep_ptr + row, k_run)
 
 
+@triton.jit
+def _a_shift(n, n_keep, BP: tl.constexpr, BL: tl.constexpr, BL2: tl.constexpr):
+    """The row's pass-A tile, chosen on the device from its counts: blocks of BP >> k
+    positives against tiles of BL << k negatives (the same [BP, BL] registers), k = 1 where
+    its padded tiles hold fewer lanes (and BP / 2 ≥ 2), else 0. A row of 21 positives in
+    blocks of 64 left two thirds of the lanes idle (bench/work_model.py --lanes). A third
+    size (k = 2) made ptxas spill pass A on sm_80. ``triton_backend.pass_a_tile`` is the
+    same rule on the host (the partials' count, the work model)."""
+    k = n * 0
+    if BP >= 4:
+        half = _a_lanes(n, n_keep, BP // 2, BL * 2, BL2) < _a_lanes(n, n_keep, BP, BL, BL2)
+        k = tl.where(half, 1, k)
+    return k
+
+
+@triton.jit
+def _a_lanes(n, n_keep, BP: tl.constexpr, BL: tl.constexpr, BL2: tl.constexpr):
+    """Lanes of a row's pass-A tiles: its padded positives × (padded negatives + positives)."""
+    n64 = n.to(tl.int64)
+    pos = tl.cdiv(n64, BP) * BP
+    return pos * (tl.cdiv(n_keep.to(tl.int64), BL) * BL + tl.cdiv(n64, BL2) * BL2)
+
+
 # L and the block counts are not specialised (divisibility, == 1): the row's positive and
 # negative segments start at arbitrary offsets anyway, and each new value would cost a JIT.
 @triton.jit(do_not_specialize=["L", "NBP", "NP"])
@@ -150,11 +173,31 @@ def _pass_a_kernel(key_ptr, plab_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
                    DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr,
                    BUCKETS: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
+    n = tl.load(npos_ptr + row)
+    n_keep = tl.load(nkeep_ptr + row)
+    k = _a_shift(n, n_keep, BP, BL, BL2)
+    # Each tile a compiled branch (the constexpr guard keeps blocks of fewer than 2 out).
+    if k == 0:
+        _pass_a_blocks(key_ptr, plab_ptr, coef_ptr, part_ptr, bsel_ptr, fb_ptr, fbd_ptr, row, n,
+                       n_keep, L, NBP, NP, delta, half_inv, BP, BL, BL2, DELTA_ZERO, EXACT,
+                       NEED_GRAD, BUCKETS)
+    if BP >= 4:
+        if k == 1:
+            _pass_a_blocks(key_ptr, plab_ptr, coef_ptr, part_ptr, bsel_ptr, fb_ptr, fbd_ptr, row,
+                           n, n_keep, L, NBP, NP, delta, half_inv, BP // 2, BL * 2, BL2,
+                           DELTA_ZERO, EXACT, NEED_GRAD, BUCKETS)
+
+
+@triton.jit
+def _pass_a_blocks(key_ptr, plab_ptr, coef_ptr, part_ptr, bsel_ptr, fb_ptr, fbd_ptr, row, n,
+                   n_keep, L, NBP, NP, delta, half_inv,
+                   BP: tl.constexpr, BL: tl.constexpr, BL2: tl.constexpr,
+                   DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr,
+                   BUCKETS: tl.constexpr):
+    """Pass A over the row's blocks of BP positives g, g + G, ... (program (row, g))."""
     plane = L.to(tl.int64)     # every k·L offset in int64 (6·M·L may pass 2^31)
     base = row * plane
     acc_ty = key_ptr.dtype.element_ty
-    n = tl.load(npos_ptr + row)
-    n_keep = tl.load(nkeep_ptr + row)
     NC: tl.constexpr = 6 if EXACT else 3
     cbase = row * NC * plane
     for blk in range(tl.program_id(1), tl.cdiv(n, BP), tl.num_programs(1)):
@@ -272,7 +315,7 @@ def _pass_a_kernel(key_ptr, plab_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
 def _pass_b_kernel(key_ptr, plab_ptr, idx_ptr, coef_ptr, part_ptr, npos_ptr, nkeep_ptr,
                    grad_ptr, rank_ptr, sort_ptr,
                    L, NBP, NBN, delta, half_inv,
-                   BPA: tl.constexpr, FB: tl.constexpr,
+                   BPA: tl.constexpr, BLA: tl.constexpr, BL2A: tl.constexpr, FB: tl.constexpr,
                    BN: tl.constexpr, BNI: tl.constexpr, BJ: tl.constexpr, BJI: tl.constexpr,
                    DELTA_ZERO: tl.constexpr, EXACT: tl.constexpr, NEED_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -285,8 +328,9 @@ def _pass_b_kernel(key_ptr, plab_ptr, idx_ptr, coef_ptr, part_ptr, npos_ptr, nke
     inv_n = _div(tl.full([], 1.0, acc_ty), tl.maximum(n, 1).to(acc_ty))
 
     if p == 0:
-        # rank_row, sort_row: pass A's block partials summed in block order.
-        nb = tl.cdiv(n, BPA)
+        # rank_row, sort_row: pass A's block partials summed in block order (as many as
+        # the row's pass-A tile made, _a_shift).
+        nb = tl.cdiv(n, BPA >> _a_shift(n, n_keep, BPA, BLA, BL2A))
         rank_acc = tl.zeros([FB], acc_ty)
         sort_acc = tl.zeros([FB], acc_ty)
         for b0 in range(0, nb, FB):
