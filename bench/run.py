@@ -93,7 +93,7 @@ def parse_args(argv=None):
     ap = doc_parser(__doc__, csv=False)
     ap.add_argument("--quick", action="store_true",
                     help="shorter timing; on a CPU also reduced sizes (the first b items "
-                         "and k keypoints; see the b x k column)")
+                         "and k keypoints; see the b x k column) and one thread")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     choices=["cpu", "cuda"])
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of %(default)s")
@@ -156,6 +156,11 @@ def main(argv=None) -> int:
             raise SystemExit("--cpu-time: CPU only")
         torch.set_num_threads(1)
         run_kind = "cputime"
+    elif args.quick and device_type == "cpu":
+        # The quick sizes are too small for threads to pay, and on a loaded machine every
+        # parallel region waits for a descheduled thread: 80 s wall at a load of 4.5 on the
+        # 2-core machine with 2 threads, 32 s with one (docs/MEASUREMENTS.md, "quick").
+        torch.set_num_threads(1)
     names = providers_for(device_type, [p for p in args.providers.split(",") if p])
     env = environment(device_type, run_kind, dtype)
 
