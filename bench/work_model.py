@@ -29,7 +29,9 @@ holding a real (positive, element) pair, Σ n·(n + ñ) over Σ slots, every non
 pairwise, float32, identity mode, the default tiles:
 
 - Triton (``triton_backend.default_blocks(L)``): pass A blocks of ``a_pos`` positives × tiles
-  of ``a_neg`` negatives then ``a_pp`` positives; pass B blocks of ``b_neg`` negatives ×
+  of ``a_neg`` negatives, or ``a_pos / 2`` × ``2·a_neg`` where that pads less (each row's own,
+  ``triton_backend.pass_a_tile``, as the kernel picks it), then ``a_pp`` positives; pass B
+  blocks of ``b_neg`` negatives ×
   tiles of ``b_neg_pos`` positives, and blocks of ``b_pos`` positives × ``b_pos_pos``;
 - CUDA (csrc/cuda/rank_sort_kernels.cuh): pass A CTAs of 8 warps × 8 positives in registers,
   lanes striding the elements by 32 (counted: the warps holding a positive, padded to 8; a
