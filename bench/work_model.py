@@ -114,14 +114,14 @@ def _slots(count: torch.Tensor, tile: int) -> torch.Tensor:
 
 def lane_use(n: torch.Tensor, nn: torch.Tensor, length: int) -> dict:
     """Σ real pairs and Σ lane slots of the pairwise passes' tiles over the non-empty rows."""
-    from rspose_kernels.backends.triton_backend import default_blocks, pass_a_tile
+    from rspose_kernels.backends.triton_backend import default_blocks, pass_a_lanes, pass_a_tile
     live = n > 0
     n, nn = n[live].to(torch.int64), nn[live].to(torch.int64)
     real = int((n * (n + nn)).sum())
     b = default_blocks(length)
-    a_pos, a_neg = pass_a_tile(n, nn, b)   # each row's pass-A tile, as the kernel picks it
     slots = {
-        "triton_a": -(-n // a_pos) * a_pos * (-(-nn // a_neg) * a_neg + _slots(n, b.a_pp)),
+        # each row's own pass-A tile, as the kernel picks it
+        "triton_a": pass_a_lanes(n, nn, *pass_a_tile(n, nn, b), b),
         "triton_b": (_slots(nn, b.b_neg) * _slots(n, b.b_neg_pos)
                      + _slots(n, b.b_pos) * _slots(n, b.b_pos_pos)),
         "cuda_a": _slots(n, CUDA_PPW) * (_slots(nn, 32) + _slots(n, 32)),
@@ -143,6 +143,8 @@ def _cuda_b_slots(count: torch.Tensor) -> torch.Tensor:
     nr = (rem + 31) // 32
     rows = torch.where(nr > 4, 8, torch.where(nr > 2, 4, nr))
     return count // CUDA_CHUNK * CUDA_CHUNK + 32 * rows
+
+
 LANE_KEYS = ("triton_a", "triton_b", "cuda_a", "cuda_b")
 
 

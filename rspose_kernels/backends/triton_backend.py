@@ -120,16 +120,21 @@ def min_pass_a_block(cfg: Blocks) -> int:
     return cfg.a_pos // 2 if cfg.a_pos >= 4 else cfg.a_pos
 
 
+def pass_a_lanes(n, n_keep, block, tile, cfg: Blocks):
+    """Lanes of pass A's tiles for rows of ``n`` positives and ``n_keep`` kept negatives in
+    blocks of ``block`` positives against tiles of ``tile`` negatives (triton_pairwise._a_lanes
+    on the host): padded positives × (padded negatives + padded positives)."""
+    return -(-n // block) * block * (-(-n_keep // tile) * tile + -(-n // cfg.a_pp) * cfg.a_pp)
+
+
 def pass_a_tile(n, n_keep, cfg: Blocks):
     """Per row, pass A's (positives per block, negatives per tile): triton_pairwise._a_shift's
     choice on the host, from integer tensors of the rows' positives and kept negatives."""
-    def lanes(bp, bl):
-        return -(-n // bp) * bp * (-(-n_keep // bl) * bl + -(-n // cfg.a_pp) * cfg.a_pp)
-
     full = (torch.full_like(n, cfg.a_pos), torch.full_like(n, cfg.a_neg))
     if cfg.a_pos < 4:
         return full
-    half = lanes(cfg.a_pos // 2, cfg.a_neg * 2) < lanes(cfg.a_pos, cfg.a_neg)
+    half = (pass_a_lanes(n, n_keep, cfg.a_pos // 2, cfg.a_neg * 2, cfg)
+            < pass_a_lanes(n, n_keep, cfg.a_pos, cfg.a_neg, cfg))
     return (torch.where(half, cfg.a_pos // 2, full[0]), torch.where(half, cfg.a_neg * 2, full[1]))
 
 
